@@ -1,0 +1,11 @@
+//! Isle's shared vocabulary: node ids, cluster members, monotonic time.
+//!
+//! Everything here is plain data. No IO, no clocks, no randomness: every other crate may depend on
+//! this one, and it depends on nothing of Isle's.
+
+mod member;
+mod time;
+
+pub use member::Identity;
+pub use member::{Member, MemberError, NodeId, ZoneId};
+pub use time::Millis;
