@@ -1,0 +1,139 @@
+//! Isle's HTTP API: status, metrics and fault injection today; the keyspaces later.
+//!
+//! Routes:
+//! - `GET /v1/status` — this node's view of the cluster (JSON).
+//! - `GET /metrics` — Prometheus text exposition.
+//! - `GET /v1/faults`, `POST /v1/faults` (one rule or a list), `DELETE /v1/faults`
+//!   (all, or `?peer=N`), `DELETE /v1/faults/{id}` — transport fault injection, refused with 403
+//!   unless the node was started with `--allow-fault-injection`.
+//! - `GET /v1/health` — 200 while the process serves.
+//!
+//! Errors are JSON: `{"error": "...what failed and what to do..."}`.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use isle_net::{FaultError, FaultRule};
+use isle_node::NodeHandle;
+use serde::Deserialize;
+use serde_json::json;
+
+/// The router serving one node's API.
+pub fn router(node: NodeHandle) -> Router {
+    Router::new()
+        .route("/v1/health", get(|| async { "ok\n" }))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/faults",
+            get(list_faults).post(add_faults).delete(clear_faults),
+        )
+        .route("/v1/faults/{id}", delete(remove_fault))
+        .with_state(node)
+}
+
+/// Serves the router on `addr` until `shutdown` completes.
+pub async fn serve(
+    node: NodeHandle,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn fault_error(err: FaultError) -> Response {
+    let status = match err {
+        FaultError::NotAllowed => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, err)
+}
+
+async fn status(State(node): State<NodeHandle>) -> Response {
+    let snapshot = node.status.borrow().clone();
+    axum::Json(snapshot.as_ref()).into_response()
+}
+
+async fn metrics(State(node): State<NodeHandle>) -> Response {
+    let mut text = String::new();
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &node.registry) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {err}"),
+        );
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+async fn list_faults(State(node): State<NodeHandle>) -> Response {
+    let rules: Vec<_> = node
+        .faults
+        .list()
+        .into_iter()
+        .map(|(id, rule)| json!({ "id": id, "rule": rule }))
+        .collect();
+    axum::Json(json!({ "allowed": node.faults.allowed(), "rules": rules })).into_response()
+}
+
+/// A POST body: one rule or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RulesBody {
+    One(FaultRule),
+    Many(Vec<FaultRule>),
+}
+
+async fn add_faults(State(node): State<NodeHandle>, body: axum::body::Bytes) -> Response {
+    let rules = match serde_json::from_slice::<RulesBody>(&body) {
+        Ok(RulesBody::One(rule)) => vec![rule],
+        Ok(RulesBody::Many(rules)) => rules,
+        Err(err) => {
+            let hint = r#"expected {"peer": 4, "direction": "both", "action": "drop"} or a list"#;
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad fault rule: {err}; {hint}"),
+            );
+        }
+    };
+    let mut ids = Vec::new();
+    for rule in rules {
+        match node.faults.add(rule) {
+            Ok(id) => ids.push(id),
+            Err(err) => return fault_error(err),
+        }
+    }
+    (StatusCode::CREATED, axum::Json(json!({ "ids": ids }))).into_response()
+}
+
+/// Query of `DELETE /v1/faults`.
+#[derive(Deserialize)]
+struct ClearQuery {
+    peer: Option<u64>,
+}
+
+async fn clear_faults(State(node): State<NodeHandle>, Query(query): Query<ClearQuery>) -> Response {
+    let result = match query.peer {
+        Some(peer) => node.faults.clear_peer(isle_types::NodeId(peer)).map(|_| ()),
+        None => node.faults.clear(),
+    };
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => fault_error(err),
+    }
+}
+
+async fn remove_fault(State(node): State<NodeHandle>, Path(id): Path<u64>) -> Response {
+    match node.faults.remove(id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => fault_error(err),
+    }
+}

@@ -1,0 +1,69 @@
+//! `isle`: run a node, a local cluster, inspect a cluster, and reason about quorums.
+
+mod client;
+mod fault;
+mod local;
+mod node;
+mod quorum;
+mod status;
+
+use clap::{Parser, Subcommand};
+
+/// Isle: a data store that keeps working, and keeps its promises, when the network breaks.
+#[derive(Parser)]
+#[command(name = "isle", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Node(node::NodeArgs),
+    /// Start N nodes on loopback, print their endpoints, stop them all on Ctrl-C.
+    Local(local::LocalArgs),
+    /// Print the cluster as a table, as each node sees it.
+    Status(status::StatusArgs),
+    /// Quorum arithmetic: sizes, failures tolerated, and which splits keep a quorum.
+    Quorum(quorum::QuorumArgs),
+    /// Inject or clear transport faults on a node (needs --allow-fault-injection).
+    #[command(subcommand)]
+    Fault(fault::FaultCommand),
+    /// Split the cluster into sides, e.g. `isle split --http 127.0.0.1:8401 "1,2,3|4,5"`.
+    Split(fault::SplitArgs),
+    /// Remove every injected fault on every node of the cluster.
+    Heal(fault::HealArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => node::run(args).await,
+            Command::Local(args) => local::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Quorum(args) => quorum::run(args),
+            Command::Fault(command) => fault::run(command).await,
+            Command::Split(args) => fault::split(args).await,
+            Command::Heal(args) => fault::heal(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

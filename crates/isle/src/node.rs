@@ -1,0 +1,170 @@
+//! `isle node`: one node process, configured by flags or a TOML file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use isle_node::NodeConfig;
+use isle_types::NodeId;
+use tracing::info;
+
+/// Flags of `isle node`; any of them overrides the same key from `--config`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// TOML file with the same keys as these flags (id, listen, http, peers, data_dir, ...).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Node id, a positive integer, fixed for the life of the data dir.
+    #[arg(long)]
+    id: Option<NodeId>,
+    /// Peer transport address to listen on.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Peer address to advertise when listening on a wildcard address.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// HTTP (client and admin) address.
+    #[arg(long)]
+    http: Option<String>,
+    /// Seed peers' transport addresses, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    peers: Option<Vec<String>>,
+    /// Directory for durable state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Failure domain (zone) of this node.
+    #[arg(long)]
+    zone: Option<String>,
+    /// Vote weight in weighted quorums.
+    #[arg(long)]
+    weight: Option<u32>,
+    /// Quorum policy: majority, weighted or zones (all nodes must agree).
+    #[arg(long)]
+    quorum_policy: Option<isle_quorum::Policy>,
+    /// Allow `/v1/faults` to inject transport faults (tests, demos, chaos).
+    #[arg(long)]
+    allow_fault_injection: bool,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// Phi-accrual threshold above which a peer is deemed unreachable.
+    #[arg(long)]
+    phi_threshold: Option<f64>,
+}
+
+impl NodeArgs {
+    fn into_config(self) -> anyhow::Result<NodeConfig> {
+        let mut config = match &self.config {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => {
+                let (Some(id), Some(listen), Some(http), Some(data_dir)) = (
+                    self.id,
+                    self.listen.clone(),
+                    self.http.clone(),
+                    self.data_dir.clone(),
+                ) else {
+                    bail!(
+                        "isle node needs --id, --listen, --http and --data-dir (or --config FILE)"
+                    );
+                };
+                NodeConfig {
+                    id,
+                    listen,
+                    advertise: None,
+                    http,
+                    peers: Vec::new(),
+                    data_dir,
+                    zone: String::new(),
+                    weight: 1,
+                    allow_fault_injection: false,
+                    quorum_policy: isle_quorum::Policy::default(),
+                    detection: Default::default(),
+                    transport: Default::default(),
+                }
+            }
+        };
+        if let Some(id) = self.id {
+            config.id = id;
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(advertise) = self.advertise {
+            config.advertise = Some(advertise);
+        }
+        if let Some(http) = self.http {
+            config.http = http;
+        }
+        if let Some(peers) = self.peers {
+            config.peers = peers.into_iter().filter(|p| !p.is_empty()).collect();
+        }
+        if let Some(data_dir) = self.data_dir {
+            config.data_dir = data_dir;
+        }
+        if let Some(zone) = self.zone {
+            config.zone = zone;
+        }
+        if let Some(weight) = self.weight {
+            config.weight = weight;
+        }
+        if let Some(policy) = self.quorum_policy {
+            config.quorum_policy = policy;
+        }
+        config.allow_fault_injection |= self.allow_fault_injection;
+        if let Some(ms) = self.heartbeat_ms {
+            config.detection.heartbeat_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(phi) = self.phi_threshold {
+            config.detection.phi_threshold = phi;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = args.into_config()?;
+    let http = config.http.clone();
+    let listener = tokio::net::TcpListener::bind(&http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http}"))?;
+    let node = isle_node::start(config).await?;
+    info!(%http, "serving HTTP");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(isle_api::serve(node.clone(), listener, async move {
+        let _ = stop_rx.await;
+    }));
+    wait_for_signal().await?;
+    info!("shutting down");
+    let _ = stop_tx.send(());
+    node.shutdown().await;
+    match server.await {
+        Ok(result) => result.context("HTTP server")?,
+        Err(err) => bail!("HTTP server task failed: {err}"),
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        biased;
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ISLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
