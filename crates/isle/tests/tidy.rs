@@ -1,0 +1,161 @@
+//! Tidy: the architecture rules that code review would otherwise have to remember, as a test.
+//! Every source file opens with a `//!` doc; cores stay free of IO; only the seams read clocks,
+//! sleep or draw OS randomness; every `select!` is `biased`; no test is `#[ignore]`d.
+
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Source files of every crate (`crates/*/src/**.rs`), as (crate name, path, text).
+fn sources() -> Vec<(String, PathBuf, String)> {
+    let mut out = Vec::new();
+    let crates = std::fs::read_dir(workspace().join("crates")).expect("crates dir");
+    for krate in crates.flatten() {
+        let name = krate.file_name().to_string_lossy().to_string();
+        let mut files = Vec::new();
+        rust_files(&krate.path().join("src"), &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            out.push((name.clone(), file, text));
+        }
+    }
+    assert!(out.len() > 20, "tidy found too few sources: {}", out.len());
+    out
+}
+
+fn is_test_file(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == "tests") || path.ends_with("tests.rs")
+}
+
+/// Code lines only: drops `//` comments so docs may name what they forbid.
+fn code(text: &str) -> String {
+    text.lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn every_source_file_opens_with_a_module_doc() {
+    let missing: Vec<String> = sources()
+        .into_iter()
+        .filter(|(_, _, text)| {
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            !first.starts_with("//!")
+        })
+        .map(|(_, path, _)| path.display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` module doc: {missing:#?}"
+    );
+}
+
+#[test]
+fn only_the_seams_read_clocks_sleep_or_draw_os_randomness() {
+    const BANNED: [&str; 8] = [
+        "Instant::now",
+        "SystemTime::now",
+        "thread_rng",
+        "rand::rng()",
+        "OsRng",
+        "thread::sleep",
+        "tokio::time::",
+        "futures::select",
+    ];
+    // The seams themselves, and the `isle` binary's CLI (outside every node's code).
+    let allowed = |krate: &str, path: &Path| {
+        krate == "isle"
+            || path.ends_with("isle-env/src/clock.rs")
+            || path.ends_with("isle-env/src/random.rs")
+    };
+    let mut violations = Vec::new();
+    for (krate, path, text) in sources() {
+        if allowed(&krate, &path) || is_test_file(&path) {
+            continue;
+        }
+        let code = code(&text);
+        let code = code.split("#[cfg(test)]").next().unwrap_or("");
+        for banned in BANNED {
+            if code.contains(banned) {
+                violations.push(format!("{}: {banned}", path.display()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "clock/sleep/RNG outside the seams: {violations:#?}"
+    );
+}
+
+#[test]
+fn every_select_is_biased() {
+    let mut violations = Vec::new();
+    for (_, path, text) in sources() {
+        let code = code(&text);
+        for (index, _) in code.match_indices("select! {") {
+            let after = code[index..].lines().nth(1).unwrap_or("").trim();
+            if after != "biased;" {
+                violations.push(format!("{}: select! without `biased;`", path.display()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "unseeded select! polling order: {violations:#?}"
+    );
+}
+
+#[test]
+fn cores_depend_on_no_runtime_or_io_crate() {
+    for core in ["isle-types", "isle-quorum", "isle-detect"] {
+        let manifest = workspace().join("crates").join(core).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).expect("manifest");
+        let dependencies = text.split("[dependencies]").nth(1).unwrap_or("");
+        let dependencies = dependencies.split("\n[").next().unwrap_or("");
+        for io in [
+            "tokio",
+            "redb",
+            "axum",
+            "isle-net",
+            "isle-storage",
+            "isle-env",
+            "rand",
+        ] {
+            let uses = dependencies.lines().any(|l| l.trim_start().starts_with(io));
+            assert!(!uses, "{core} is a sans-IO core but depends on {io}");
+        }
+    }
+}
+
+#[test]
+fn no_test_is_ignored() {
+    let mut files = Vec::new();
+    rust_files(&workspace().join("crates"), &mut files);
+    let pattern = concat!("#[", "ignore"); // Spelled apart so this file does not match itself.
+    let ignored: Vec<String> = files
+        .iter()
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| code(&t).contains(pattern)))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        ignored.is_empty(),
+        "ignored tests hide failures: {ignored:#?}"
+    );
+}
