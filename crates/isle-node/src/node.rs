@@ -282,3 +282,50 @@ impl<S: MetaStore> EventLoop<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn config(id: u64) -> NodeConfig {
+        let text = format!(
+            "id = {id}\nlisten = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\ndata_dir = \"unused\"\n"
+        );
+        let mut config: NodeConfig = toml::from_str(&text).expect("config");
+        config.data_dir = PathBuf::from("unused");
+        config
+    }
+
+    #[test]
+    fn identity_is_created_then_kept_with_a_higher_incarnation() {
+        let mut store = RedbStore::in_memory().expect("store");
+        let first = load_identity(&mut store, &config(3), 1_000).expect("first start");
+        assert_eq!(
+            (first.node_id, first.incarnation, first.created_unix_ms),
+            (NodeId(3), 1, 1_000)
+        );
+        let second = load_identity(&mut store, &config(3), 9_000).expect("restart");
+        assert_eq!(
+            (second.node_id, second.incarnation, second.created_unix_ms),
+            (NodeId(3), 2, 1_000)
+        );
+    }
+
+    #[test]
+    fn a_data_dir_refuses_another_node_id() {
+        let mut store = RedbStore::in_memory().expect("store");
+        load_identity(&mut store, &config(3), 0).expect("first start");
+        let err = load_identity(&mut store, &config(4), 0).expect_err("wrong id");
+        assert!(
+            err.to_string()
+                .contains("data dir belongs to node 3, not 4"),
+            "{err}"
+        );
+        assert_eq!(
+            store.load_identity().expect("load").map(|i| i.incarnation),
+            Some(1)
+        );
+    }
+}

@@ -38,6 +38,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node(_) | Command::Local(_)) {
+        restore_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,5 +68,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets `isle status | head` end quietly, as Unix tools do. Not for `node`: there a write to a
+/// closed socket must be an error, not a signal.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: setting a signal disposition to its default before any thread is spawned.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

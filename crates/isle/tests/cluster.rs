@@ -298,3 +298,55 @@ fn faults_are_refused_unless_allowed() {
         common::http("POST", &spec.http, "/v1/faults", Some(&json!({"x": 1}))).expect("post");
     assert_eq!(code, 400, "{body}");
 }
+
+#[test]
+fn isle_local_starts_a_cluster_and_stops_it_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Ports base+1..=base+3 and base+1001..=base+1003; spread by pid so parallel runs differ.
+    let base = 30_000 + (std::process::id() % 2_000) as u16 * 10;
+    let local = std::process::Command::new(common::isle_bin())
+        .args([
+            "local",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn isle local");
+    let http = |id: u16| format!("127.0.0.1:{}", base + 1000 + id);
+    let (_, took) = wait_for("isle local cluster Normal", START_LIMIT, || {
+        for id in 1..=3 {
+            let s = status(&http(id))?;
+            if state_of(&s) != "Normal" || reachable_of(&s).len() != 2 {
+                return Err(format!("node {id}: {}", state_of(&s)));
+            }
+        }
+        Ok(())
+    });
+    println!("isle local: 3 nodes Normal after {took:?}");
+    let pid = local.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let output = local.wait_with_output().expect("wait for isle local");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "isle local exited {:?}: {stdout}",
+        output.status
+    );
+    for id in 1..=3 {
+        assert!(stdout.contains(&format!("node {id} stopped")), "{stdout}");
+        assert!(
+            status(&http(id)).is_err(),
+            "node {id} still serving after Ctrl-C"
+        );
+    }
+}
