@@ -33,6 +33,7 @@ pub(crate) struct InboundContext<M> {
     pub(crate) faults: Faults,
     pub(crate) metrics: Arc<NetMetrics>,
     pub(crate) max_frame_bytes: usize,
+    pub(crate) idle_timeout: Duration,
     pub(crate) delays: Arc<DelayBudget>,
     pub(crate) deliver: mpsc::Sender<Inbound<M>>,
 }
@@ -106,6 +107,10 @@ impl<M: DeserializeOwned + Clone + Send + 'static> Reader<M> {
             let read = tokio::select! {
                 biased;
                 () = stopped(&mut self.shutdown) => return,
+                () = self.context.clock.sleep(self.context.idle_timeout) => {
+                    tracing::debug!(remote = %self.remote, "inbound connection idle: closing");
+                    return;
+                }
                 read = stream.read(&mut chunk) => read,
             };
             let n = match read {

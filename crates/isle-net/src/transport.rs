@@ -34,6 +34,7 @@ pub const PEERS_MAX: usize = 4096;
 
 /// Tunables of the transport; `Default` gives the production values.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TransportConfig {
     /// Messages queued per peer before `send` reports `QueueFull`.
     pub queue_capacity: usize,
@@ -55,6 +56,9 @@ pub struct TransportConfig {
     pub max_frame_bytes: usize,
     /// Most messages held back by delay faults at once (both directions).
     pub delayed_max: usize,
+    /// An inbound connection silent this long is closed: its sender is gone or cut off (a
+    /// peer behind a silent partition never sends the FIN), and it would hold a reader forever.
+    pub inbound_idle_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -70,6 +74,7 @@ impl Default for TransportConfig {
             breaker_cooldown: Duration::from_secs(2),
             max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
             delayed_max: 10_000,
+            inbound_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -397,6 +402,7 @@ where
             faults: faults.clone(),
             metrics: Arc::clone(&metrics),
             max_frame_bytes: config.max_frame_bytes,
+            idle_timeout: config.inbound_idle_timeout,
             delays: Arc::clone(&delays),
             deliver: inbound_tx,
         });

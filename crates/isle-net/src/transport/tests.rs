@@ -431,6 +431,33 @@ async fn oversized_length_prefix_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn silent_inbound_connection_is_closed_after_the_idle_timeout() {
+    let config = TransportConfig {
+        inbound_idle_timeout: Duration::from_millis(200),
+        ..TransportConfig::default()
+    };
+    let b = start(2, "127.0.0.1:0", config, false).await;
+    let mut stream = match tokio::net::TcpStream::connect(b.transport.local_addr()).await {
+        Ok(stream) => stream,
+        Err(error) => panic!("connect: {error}"),
+    };
+    let clock = SystemClock::new();
+    let started = clock.now();
+    let mut buf = [0u8; 16];
+    let closed = tokio::select! {
+        biased;
+        read = stream.read(&mut buf) => matches!(read, Ok(0) | Err(_)),
+        () = clock.sleep(WAIT) => false,
+    };
+    assert!(closed, "a silent inbound connection was kept open");
+    assert!(
+        clock.now().since(started) >= Duration::from_millis(200),
+        "closed before the timeout"
+    );
+    b.transport.shutdown().await;
+}
+
+#[tokio::test]
 async fn faults_refused_when_not_allowed() {
     let a = start(1, "127.0.0.1:0", TransportConfig::default(), false).await;
     let added = a.faults.add(rule(2, Direction::Both, FaultAction::Drop));

@@ -1,0 +1,611 @@
+//! The 3|2 split of `cluster.rs`, made by the kernel instead of the in-process fault layer.
+//!
+//! Five real `isle node` processes run in five network namespaces joined by veth pairs to a
+//! Linux bridge in a sixth; a seventh namespace holds the client that reads their status. The
+//! split is an nftables table in each node's namespace dropping (not rejecting) traffic from and
+//! to the other side. Nothing is added to the root namespace and no namespace has a default
+//! route, so no packet can leave the bridge. Every namespace made here is deleted when the test
+//! ends, passes or fails.
+//!
+//! Needs root, `ip`, `nft` and `curl`; runs only with `ISLE_NETNS=1` (as `.ci/run` does).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{NodeProc, NodeSpec, reachable_of, state_of};
+use serde_json::{Value, json};
+
+/// Generous limits: CI is a loaded 2-core box. The measured times are printed.
+const START_LIMIT: Duration = Duration::from_secs(20);
+const DETECT_LIMIT: Duration = Duration::from_secs(10);
+const HEAL_LIMIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(100);
+
+/// Every namespace this test makes is named `islt<pid % 100000><suffix>`.
+const NS_PREFIX: &str = "islt";
+const NODES: u64 = 5;
+const MAJORITY: [u64; 3] = [1, 2, 3];
+const MINORITY: [u64; 2] = [4, 5];
+const PEER_PORT: u16 = 7000;
+const HTTP_PORT: u16 = 8000;
+
+/// Whether this run should touch the kernel: `ISLE_NETNS=1` and root.
+fn enabled() -> bool {
+    let wanted = std::env::var("ISLE_NETNS").is_ok_and(|v| v == "1");
+    wanted && effective_uid() == Some(0)
+}
+
+/// The effective uid, from `/proc/self/status` (`Uid: real effective saved fs`).
+fn effective_uid() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Runs a command to completion, returning its output whatever the exit status.
+fn run_raw(args: &[&str], stdin: Option<&str>) -> Result<Output, String> {
+    let (program, rest) = args.split_first().expect("a command");
+    let mut command = Command::new(program);
+    command
+        .args(rest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| format!("{}: stdin: {e}", args.join(" ")))?;
+    }
+    child
+        .wait_with_output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn run_ok(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let out = run_raw(args, stdin)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{}` failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))
+    }
+}
+
+/// Like [`run_ok`] but a failure is a test failure.
+fn must(args: &[&str]) -> String {
+    run_ok(args, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Fails (not skips) when a tool the test needs is missing.
+fn require_tool(args: &[&str], package: &str) {
+    if let Err(e) = run_ok(args, None) {
+        panic!(
+            "ISLE_NETNS=1 but `{}` does not work ({e}); install the `{package}` package",
+            args[0]
+        );
+    }
+}
+
+/// Every network namespace by name (`ip netns list` prints `name (id: N)`).
+fn namespaces() -> Vec<String> {
+    must(&["ip", "netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The run number encoded in one of our namespace names (`islt1234n1` → 1234).
+fn run_of(ns: &str) -> Option<u64> {
+    let digits: String = ns
+        .strip_prefix(NS_PREFIX)?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Whether a test process of run `run` (pid ≡ run mod 100000) is still alive: a live run's
+/// namespaces are not stale even though some of them hold no process.
+fn run_alive(run: u64) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return false;
+        };
+        pid % 100_000 == run
+            && u64::from(std::process::id()) != pid
+            && std::fs::read_to_string(entry.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("netns"))
+    })
+}
+
+/// Deletes namespaces left by earlier runs of this test that were killed before cleaning up.
+fn delete_stale_namespaces(own_run: u64) {
+    let stale: BTreeSet<u64> = namespaces()
+        .iter()
+        .filter_map(|ns| run_of(ns))
+        .filter(|run| *run != own_run && !run_alive(*run))
+        .collect();
+    for ns in namespaces() {
+        if run_of(&ns).is_some_and(|run| stale.contains(&run)) {
+            // Processes left in it (an orphaned node) would keep it alive; stop them by pid.
+            let pids = run_ok(&["ip", "netns", "pids", &ns], None).unwrap_or_default();
+            for pid in pids.split_whitespace() {
+                let _ = run_raw(&["kill", "-9", pid], None);
+            }
+            eprintln!("deleting stale namespace {ns} from an earlier run");
+            let _ = run_raw(&["ip", "netns", "del", &ns], None);
+        }
+    }
+}
+
+/// The namespaces, node processes and files of one run; all torn down on drop.
+struct Net {
+    /// Name stem of every namespace of this run.
+    stem: String,
+    /// Namespaces created, in creation order.
+    made: Vec<String>,
+    /// The running nodes, index i holding node id i+1.
+    nodes: Vec<NodeProc>,
+    /// Third octet of the 10.213.x.0/24 test subnet.
+    subnet: u32,
+    /// Data dirs and node logs.
+    dir: tempfile::TempDir,
+}
+
+impl Net {
+    fn new() -> Net {
+        let run = u64::from(std::process::id()) % 100_000;
+        delete_stale_namespaces(run);
+        let stem = format!("{NS_PREFIX}{run}");
+        // Left over from a killed run with the same number (pid reuse): ours to remove.
+        for ns in namespaces()
+            .into_iter()
+            .filter(|ns| run_of(ns) == Some(run))
+        {
+            let _ = run_raw(&["ip", "netns", "del", &ns], None);
+        }
+        Net {
+            stem,
+            made: Vec::new(),
+            nodes: Vec::new(),
+            subnet: 10 + (run % 200) as u32,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn bridge_ns(&self) -> String {
+        format!("{}br", self.stem)
+    }
+
+    fn client_ns(&self) -> String {
+        format!("{}c", self.stem)
+    }
+
+    fn node_ns(&self, id: u64) -> String {
+        format!("{}n{id}", self.stem)
+    }
+
+    fn node_ip(&self, id: u64) -> String {
+        format!("10.213.{}.{id}", self.subnet)
+    }
+
+    fn http(&self, id: u64) -> String {
+        format!("{}:{HTTP_PORT}", self.node_ip(id))
+    }
+
+    fn add_ns(&mut self, ns: &str) {
+        must(&["ip", "netns", "add", ns]);
+        self.made.push(ns.to_string());
+        must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    /// A veth pair from the bridge to `ns`, with `ip/24` on the far end. Both ends are created
+    /// inside the bridge namespace, so interface names never meet the root namespace's.
+    fn attach(&self, ns: &str, n: u32, ip: &str) {
+        let bridge = self.bridge_ns();
+        let tag = &self.stem[NS_PREFIX.len()..];
+        let (near, far) = (format!("i{tag}b{n}"), format!("i{tag}p{n}"));
+        must(&[
+            "ip", "-n", &bridge, "link", "add", &near, "type", "veth", "peer", "name", &far,
+            "netns", ns,
+        ]);
+        must(&["ip", "-n", &bridge, "link", "set", &near, "master", "br0"]);
+        must(&["ip", "-n", &bridge, "link", "set", &near, "up"]);
+        must(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            &far,
+        ]);
+        must(&["ip", "-n", ns, "link", "set", &far, "up"]);
+    }
+
+    /// Bridge, node and client namespaces, wired up; no default route anywhere.
+    fn build(&mut self) {
+        let bridge = self.bridge_ns();
+        self.add_ns(&bridge);
+        must(&["ip", "-n", &bridge, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &bridge, "link", "set", "br0", "up"]);
+        for id in 1..=NODES {
+            let ns = self.node_ns(id);
+            self.add_ns(&ns);
+            self.attach(&ns, id as u32, &self.node_ip(id));
+        }
+        let client = self.client_ns();
+        self.add_ns(&client);
+        self.attach(&client, 0, &format!("10.213.{}.100", self.subnet));
+    }
+
+    /// Starts every node in its namespace, seeded with all the others, without fault injection.
+    fn start_nodes(&mut self) {
+        for id in 1..=NODES {
+            let spec = NodeSpec {
+                id,
+                peer: format!("{}:{PEER_PORT}", self.node_ip(id)),
+                http: self.http(id),
+                data_dir: self.dir.path().join(format!("n{id}")),
+                peers: (1..=NODES)
+                    .filter(|o| *o != id)
+                    .map(|o| format!("{}:{PEER_PORT}", self.node_ip(o)))
+                    .collect(),
+                extra: Vec::new(),
+                prefix: vec!["ip".into(), "netns".into(), "exec".into(), self.node_ns(id)],
+            };
+            self.nodes.push(spec.spawn());
+        }
+    }
+
+    /// `GET path` on node `id`, from the client namespace.
+    fn get(&self, id: u64, path: &str) -> Result<String, String> {
+        let url = format!("http://{}{path}", self.http(id));
+        run_ok(
+            &[
+                "ip",
+                "netns",
+                "exec",
+                &self.client_ns(),
+                "curl",
+                "-sS",
+                "--fail",
+                "-m",
+                "2",
+                &url,
+            ],
+            None,
+        )
+    }
+
+    fn status(&self, id: u64) -> Result<Value, String> {
+        let body = self.get(id, "/v1/status")?;
+        serde_json::from_str(&body).map_err(|e| format!("node {id} status JSON: {e}: {body}"))
+    }
+
+    /// Drops everything between `side` and `other` in the namespace of each node of `side`.
+    fn cut(&self, side: &[u64], other: &[u64]) {
+        let addrs: Vec<String> = other.iter().map(|o| self.node_ip(*o)).collect();
+        let set = addrs.join(", ");
+        let rules = format!(
+            "table inet isle {{\n\
+             \tchain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {set} }} drop; }}\n\
+             \tchain output {{ type filter hook output priority 0; policy accept; ip daddr {{ {set} }} drop; }}\n\
+             }}\n"
+        );
+        for id in side {
+            let ns = self.node_ns(*id);
+            run_ok(
+                &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
+                Some(&rules),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    fn heal(&self) {
+        for id in 1..=NODES {
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.node_ns(id),
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "isle",
+            ]);
+        }
+    }
+
+    fn logs(&self) -> String {
+        common::logs(self.dir.path())
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            // The child is `ip`, which exec'd into `isle`: this pid is the node.
+            node.kill9();
+        }
+        for ns in self.made.iter().rev() {
+            if let Err(e) = run_ok(&["ip", "netns", "del", ns], None) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+    }
+}
+
+fn ids(values: &[u64]) -> BTreeSet<u64> {
+    values.iter().copied().collect()
+}
+
+/// Polls every node in parallel until `check` accepts its status; returns each node's time.
+fn wait_each(
+    net: &Net,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(u64, &Value) -> Result<(), String> + Sync,
+) -> Vec<Duration> {
+    let start = Instant::now();
+    let results: Vec<Result<Duration, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=NODES)
+            .map(|id| {
+                let check = &check;
+                scope.spawn(move || {
+                    let mut last = String::from("never answered");
+                    while start.elapsed() < limit {
+                        match net.status(id).and_then(|s| check(id, &s)) {
+                            Ok(()) => return Ok(start.elapsed()),
+                            Err(why) => last = why,
+                        }
+                        std::thread::sleep(POLL);
+                    }
+                    Err(format!("node {id}: {last}"))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("poller thread"))
+            .collect()
+    });
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "timed out after {limit:?} waiting for {what}:\n{failed:#?}"
+    );
+    results.into_iter().map(Result::unwrap).collect()
+}
+
+fn all_normal(id: u64, s: &Value) -> Result<(), String> {
+    let others: BTreeSet<u64> = (1..=NODES).filter(|o| *o != id).collect();
+    if state_of(s) == "Normal"
+        && s["quorum"]["held"] == json!(true)
+        && ids(&reachable_of(s)) == others
+        && s["partition"]["kind"] == "none"
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} reaches {:?}, partition {}",
+            state_of(s),
+            reachable_of(s),
+            s["partition"]
+        ))
+    }
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| line.split([' ', '{']).next() == Some(name))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+fn print_times(label: &str, times: &[Duration]) {
+    for (i, took) in times.iter().enumerate() {
+        println!("  node {}: {label} after {:.2}s", i + 1, took.as_secs_f64());
+    }
+}
+
+/// Node `id` shows the 3|2 split: Degraded with quorum on {1,2,3}, Emergency without on {4,5},
+/// reaching exactly its own side, the partition complete with its own side first.
+fn split_seen(id: u64, s: &Value) -> Result<(), String> {
+    let (own, other, state, held): (&[u64], &[u64], &str, bool) = if MAJORITY.contains(&id) {
+        (&MAJORITY, &MINORITY, "Degraded", true)
+    } else {
+        (&MINORITY, &MAJORITY, "Emergency", false)
+    };
+    let expected_reach: BTreeSet<u64> = own.iter().copied().filter(|o| *o != id).collect();
+    let sides = json!({"kind": "complete", "sides": [own, other]});
+    if state_of(s) == state
+        && s["quorum"]["held"] == json!(held)
+        && ids(&reachable_of(s)) == expected_reach
+        && s["partition"] == sides
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} held={} reaches {:?} partition {} ({})",
+            state_of(s),
+            s["quorum"]["held"],
+            reachable_of(s),
+            s["partition"],
+            s["quorum_reason"]
+        ))
+    }
+}
+
+fn scenario(net: &mut Net) {
+    let start = Instant::now();
+    net.build();
+    println!(
+        "namespaces {} (bridge), {}..{} (nodes), {} (client); subnet 10.213.{}.0/24; built in {:?}",
+        net.bridge_ns(),
+        net.node_ns(1),
+        net.node_ns(NODES),
+        net.client_ns(),
+        net.subnet,
+        start.elapsed()
+    );
+    net.start_nodes();
+
+    // 1) All five Normal, holding quorum, each hearing the other four.
+    let times = wait_each(net, "all nodes Normal with quorum", START_LIMIT, all_normal);
+    println!("all {NODES} nodes Normal with quorum (from start):");
+    print_times("Normal", &times);
+
+    // 2) The kernel splits {1,2,3} | {4,5}.
+    let cut_start = Instant::now();
+    net.cut(&MAJORITY, &MINORITY);
+    net.cut(&MINORITY, &MAJORITY);
+    println!(
+        "nftables cut {MAJORITY:?} | {MINORITY:?} applied in {:?}",
+        cut_start.elapsed()
+    );
+    let times = wait_each(net, "the 3|2 split on every node", DETECT_LIMIT, split_seen);
+    println!("split seen (from the first nft rule; target ~2 s):");
+    for (i, took) in times.iter().enumerate() {
+        let id = i as u64 + 1;
+        let state = if MAJORITY.contains(&id) {
+            "Degraded, quorum held"
+        } else {
+            "Emergency, no quorum"
+        };
+        println!(
+            "  node {id}: {state}, partition complete, after {:.2}s",
+            took.as_secs_f64()
+        );
+    }
+
+    // The split holds: a second later every node still shows it.
+    std::thread::sleep(Duration::from_secs(1));
+    for id in 1..=NODES {
+        let shown = net.status(id).and_then(|s| split_seen(id, &s));
+        assert!(
+            shown.is_ok(),
+            "node {id} no longer shows the split 1 s later: {shown:?}"
+        );
+    }
+
+    // 3) Heal: every node back through Reconciling to Normal.
+    net.heal();
+    let times = wait_each(
+        net,
+        "all nodes Normal again after heal",
+        HEAL_LIMIT,
+        all_normal,
+    );
+    println!("healed; Normal again (from heal):");
+    print_times("Normal", &times);
+    for id in 1..=NODES {
+        let s = net.status(id).unwrap_or_else(|e| panic!("{e}"));
+        let path: Vec<(String, String)> = s["transitions"]
+            .as_array()
+            .expect("transitions")
+            .iter()
+            .map(|t| {
+                (
+                    t["from"].as_str().unwrap_or("?").into(),
+                    t["to"].as_str().unwrap_or("?").into(),
+                )
+            })
+            .collect();
+        let into = path.iter().rposition(|(_, to)| to == "Reconciling");
+        let out = path
+            .iter()
+            .rposition(|(from, to)| from == "Reconciling" && to == "Normal");
+        assert!(
+            matches!((into, out), (Some(i), Some(o)) if i < o),
+            "node {id} did not go through Reconciling to Normal: {path:?}"
+        );
+        let text = net.get(id, "/metrics").unwrap_or_else(|e| panic!("{e}"));
+        let duration = metric(&text, "isle_last_partition_duration_seconds")
+            .unwrap_or_else(|| panic!("node {id}: no isle_last_partition_duration_seconds"));
+        let recovery = metric(&text, "isle_last_recovery_seconds")
+            .unwrap_or_else(|| panic!("node {id}: no isle_last_recovery_seconds"));
+        assert!(
+            duration > 0.0 && recovery > 0.0,
+            "node {id}: duration {duration}, recovery {recovery}"
+        );
+        let steps: Vec<String> = path
+            .iter()
+            .map(|(from, to)| format!("{from}->{to}"))
+            .collect();
+        println!(
+            "  node {id}: partition lasted {duration:.2}s, recovered in {recovery:.2}s; transitions {}",
+            steps.join(", ")
+        );
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+#[test]
+fn kernel_split_three_two_then_heal() {
+    if !enabled() {
+        eprintln!("netns test skipped: set ISLE_NETNS=1 and run as root");
+        return;
+    }
+    require_tool(&["ip", "-V"], "iproute2");
+    require_tool(&["nft", "--version"], "nftables");
+    require_tool(&["curl", "--version"], "curl");
+
+    let mut net = Net::new();
+    let outcome = catch_unwind(AssertUnwindSafe(|| scenario(&mut net)));
+    if let Err(payload) = outcome {
+        let logs = net.logs();
+        drop(net); // Kill the nodes and delete the namespaces before reporting.
+        if logs.is_empty() {
+            resume_unwind(payload);
+        }
+        panic!(
+            "{}\n--- node logs ---\n{logs}",
+            panic_message(payload.as_ref())
+        );
+    }
+    let made = net.made.clone();
+    drop(net);
+    let left: Vec<String> = namespaces()
+        .into_iter()
+        .filter(|ns| made.contains(ns))
+        .collect();
+    assert!(left.is_empty(), "namespaces left after cleanup: {left:?}");
+}
