@@ -60,14 +60,6 @@ fn heal(cluster: &LocalCluster, n: u64) {
     }
 }
 
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find(|line| line.split([' ', '{']).next() == Some(name))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
-
 #[test]
 fn split_three_two_then_heal() {
     let cluster = LocalCluster::start(5);
@@ -140,13 +132,14 @@ fn split_three_two_then_heal() {
             "node {id}: {path:?}"
         );
         let text = common::metrics(&cluster.http(id)).expect("metrics");
-        let duration = metric(&text, "isle_last_partition_duration_seconds").expect("duration");
-        let recovery = metric(&text, "isle_last_recovery_seconds").expect("recovery");
+        let duration =
+            common::metric(&text, "isle_last_partition_duration_seconds").expect("duration");
+        let recovery = common::metric(&text, "isle_last_recovery_seconds").expect("recovery");
         assert!(
             duration > 0.0 && recovery > 0.0,
             "node {id}: {duration} {recovery}"
         );
-        let detected = metric(&text, "isle_partitions_detected_total");
+        let detected = common::metric(&text, "isle_partitions_detected_total");
         assert_eq!(
             detected,
             Some(1.0),

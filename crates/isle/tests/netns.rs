@@ -425,14 +425,6 @@ fn all_normal(id: u64, s: &Value) -> Result<(), String> {
     }
 }
 
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find(|line| line.split([' ', '{']).next() == Some(name))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
-
 fn print_times(label: &str, times: &[Duration]) {
     for (i, took) in times.iter().enumerate() {
         println!("  node {}: {label} after {:.2}s", i + 1, took.as_secs_f64());
@@ -551,9 +543,9 @@ fn scenario(net: &mut Net) {
             "node {id} did not go through Reconciling to Normal: {path:?}"
         );
         let text = net.get(id, "/metrics").unwrap_or_else(|e| panic!("{e}"));
-        let duration = metric(&text, "isle_last_partition_duration_seconds")
+        let duration = common::metric(&text, "isle_last_partition_duration_seconds")
             .unwrap_or_else(|| panic!("node {id}: no isle_last_partition_duration_seconds"));
-        let recovery = metric(&text, "isle_last_recovery_seconds")
+        let recovery = common::metric(&text, "isle_last_recovery_seconds")
             .unwrap_or_else(|| panic!("node {id}: no isle_last_recovery_seconds"));
         assert!(
             duration > 0.0 && recovery > 0.0,

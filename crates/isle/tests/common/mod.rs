@@ -231,6 +231,15 @@ pub fn metrics(addr: &str) -> Result<String, String> {
     http("GET", addr, "/metrics", None).map(|(_, body)| body)
 }
 
+/// The value of the first sample of metric `name` in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| line.split([' ', '{']).next() == Some(name))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
 /// Posts fault rules to a node; panics on refusal.
 pub fn add_faults(addr: &str, rules: Value) {
     let (code, body) = http("POST", addr, "/v1/faults", Some(&rules)).expect("POST /v1/faults");
