@@ -28,6 +28,9 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock {
     epoch: tokio::time::Instant,
     skew_ms: i64,
+    /// When set, wall time is this Unix-ms reading at `epoch` plus tokio's elapsed time, so a
+    /// simulator's virtual clock drives it and runs replay exactly.
+    wall_epoch_unix_ms: Option<u64>,
 }
 
 impl SystemClock {
@@ -36,7 +39,15 @@ impl SystemClock {
         SystemClock {
             epoch: tokio::time::Instant::now(),
             skew_ms: 0,
+            wall_epoch_unix_ms: None,
         }
+    }
+
+    /// The same clock with its wall time derived from tokio's clock, starting at
+    /// `unix_ms` now, instead of read from the OS (simulation: the wall clock is virtual too).
+    pub fn with_wall_epoch(mut self, unix_ms: u64) -> Self {
+        self.wall_epoch_unix_ms = Some(unix_ms);
+        self
     }
 
     /// The same clock with its wall-clock reading shifted by `skew_ms` (chaos: clock skew).
@@ -59,6 +70,13 @@ impl Clock for SystemClock {
     }
 
     fn unix_ms(&self) -> u64 {
+        if let Some(epoch_ms) = self.wall_epoch_unix_ms {
+            let virtual_ms = epoch_ms.saturating_add(self.now().as_u64());
+            let skewed = i64::try_from(virtual_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_add(self.skew_ms);
+            return u64::try_from(skewed).unwrap_or(0);
+        }
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
@@ -69,5 +87,19 @@ impl Clock for SystemClock {
     fn sleep_until(&self, deadline: Millis) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let at = self.epoch + Duration::from_millis(deadline.0);
         Box::pin(tokio::time::sleep_until(at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn wall_epoch_follows_the_tokio_clock_and_skew() {
+        let clock = SystemClock::new().with_wall_epoch(1_000_000);
+        assert_eq!(clock.unix_ms(), 1_000_000);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(clock.unix_ms(), 1_000_250);
+        assert_eq!(clock.clone().with_skew_ms(-50).unix_ms(), 1_000_200);
     }
 }

@@ -67,6 +67,8 @@ pub struct Cluster {
     config: DetectionConfig,
     policy: Policy,
     started: Millis,
+    /// Latched once start-up is over (see [`Cluster::settled`]).
+    booted: bool,
     seeds: Vec<String>,
     peers: BTreeMap<NodeId, Peer>,
     matrix: Matrix,
@@ -98,6 +100,7 @@ impl Cluster {
             config,
             policy,
             started: now,
+            booted: false,
             seeds,
             peers: BTreeMap::new(),
             matrix: Matrix::default(),
@@ -230,7 +233,7 @@ impl Cluster {
 
     fn broadcast(&mut self, now: Millis) {
         self.seq += 1;
-        let settled = self.settled(now);
+        let settled = self.heard_all(now);
         self.matrix.set_own(self.own_view(), now);
         let mut to: Vec<(String, Option<NodeId>)> = self
             .peers
@@ -283,7 +286,7 @@ impl Cluster {
     /// Whether start-up is over: every seed identified and every known member heard once, or
     /// the boot grace has passed.
     /// Before that, this node neither reports a partition nor gossips its own (empty) view.
-    fn settled(&self, now: Millis) -> bool {
+    fn heard_all(&self, now: Millis) -> bool {
         if now.since(self.started) >= self.config.boot_grace {
             return true;
         }
@@ -295,6 +298,21 @@ impl Cluster {
             *seed == self.me.peer_addr || self.peers.values().any(|p| p.member.peer_addr == *seed)
         });
         all_heard && seeds_known
+    }
+
+    /// Whether this node may report partitions: it has heard everyone ([`Cluster::heard_all`])
+    /// and everyone's view lists this incarnation of it, or the boot grace has passed. Latched:
+    /// later cuts are partitions, not start-up.
+    fn settled(&mut self, now: Millis) -> bool {
+        if !self.booted && self.heard_all(now) {
+            let me = self.me.id;
+            self.booted = now.since(self.started) >= self.config.boot_grace
+                || self.peers.keys().all(|id| {
+                    let view = self.matrix.get(*id);
+                    view.is_some_and(|v| v.incarnation > 0 && v.reachable.contains(&me))
+                });
+        }
+        self.booted
     }
 
     /// Rows of the matrix that describe the present: ours, those of peers we hear, and those
@@ -334,7 +352,8 @@ impl Cluster {
             isle_detect::classify(self.me.id, &members, &self.matrix, &self.fresh_rows(now));
         self.verdict = isle_quorum::evaluate(self.policy, &self.voters(), &side);
         // Until this node has heard every member once, what it lacks is "not yet", not "lost".
-        let partitioned = self.partition != Partition::None && self.settled(now);
+        let settled = self.settled(now);
+        let partitioned = self.partition != Partition::None && settled;
         let observation = Observation {
             partitioned,
             quorum_held: self.verdict.held,

@@ -1,11 +1,16 @@
 //! Durable storage for an Isle node, on redb.
 //!
 //! One redb file per node (`<data-dir>/isle.redb`) holds every table the node keeps: today its
-//! identity and the membership it has learned; later the Raft log and the AP keyspace. redb was
+//! identity and the membership it has learned, and the Raft log of the CP keyspace
+//! ([`RedbLogStore`], openraft's log storage); later the AP keyspace. redb was
 //! chosen because it is pure Rust, ACID with `Durability::Immediate` (fsync before a commit
 //! returns), has no background threads (deterministic under simulation) and offers an in-memory
 //! backend, which is what the simulator plugs in.
 
 mod meta;
+mod raft_log;
 
 pub use meta::RedbStore;
+pub use raft_log::{
+    CorruptRecord, LIMITED_READ_BYTES_MAX, LIMITED_READ_ENTRIES_MAX, RecordKey, RedbLogStore,
+};

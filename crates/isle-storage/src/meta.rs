@@ -1,10 +1,14 @@
 //! `MetaStore` on redb: the node's identity and the members it has learned.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use isle_env::{MetaStore, StoreError};
 use isle_types::{Identity, Member, NodeId};
+use openraft::RaftTypeConfig;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::raft_log::{self, RedbLogStore};
 
 /// Small singleton records, keyed by name, JSON-encoded so an operator can inspect them.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -14,8 +18,10 @@ const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
 const IDENTITY_KEY: &str = "identity";
 
 /// A node's durable store in one redb database (on disk, or in memory for simulation).
+///
+/// The database is shared: [`RedbStore::raft_log_store`] opens the Raft log on the same file.
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -51,13 +57,26 @@ impl RedbStore {
         Self::init(db)
     }
 
-    /// Creates the tables up front so read transactions never meet a missing table.
+    /// Creates the tables up front (the Raft log's too) so read transactions never meet a
+    /// missing table.
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(engine)?;
         txn.open_table(META).map_err(engine)?;
         txn.open_table(MEMBERS).map_err(engine)?;
+        raft_log::create_tables(&txn).map_err(engine)?;
         txn.commit().map_err(engine)?;
-        Ok(RedbStore { db })
+        Ok(RedbStore { db: Arc::new(db) })
+    }
+
+    /// The Raft log, vote and committed id kept in this store's database, for the type config
+    /// `C`. Each call returns a new handle on the same tables; see [`RedbLogStore`].
+    pub fn raft_log_store<C: RaftTypeConfig>(&self) -> RedbLogStore<C> {
+        RedbLogStore::on_initialized(Arc::clone(&self.db))
+    }
+
+    /// The underlying database, for other stores that keep their tables in the node's file.
+    pub fn database(&self) -> Arc<Database> {
+        Arc::clone(&self.db)
     }
 }
 

@@ -1,0 +1,246 @@
+//! The Raft network adapter: openraft's RPCs as [`RaftRequest`]s, carried by whatever
+//! [`RaftRpc`] the node provides (its peer transport), and [`serve`] for the receiving side.
+
+use std::future::Future;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use serde::{Deserialize, Serialize};
+
+use super::types::{CpRaft, CpTypes};
+
+/// One Raft RPC on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RaftRequest {
+    /// Log replication and heartbeats.
+    Append(AppendEntriesRequest<CpTypes>),
+    /// A real election vote.
+    Vote(VoteRequest<CpTypes>),
+    /// A pre-vote: would you vote for me? (nothing is persisted)
+    PreVote(VoteRequest<CpTypes>),
+    /// A whole snapshot for a follower too far behind the log.
+    Snapshot {
+        /// The leader's vote.
+        vote: VoteOf<CpTypes>,
+        /// What the snapshot covers.
+        meta: SnapshotMetaOf<CpTypes>,
+        /// The state machine bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// The answer to a [`RaftRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RaftReply {
+    /// Answer to `Append`.
+    Append(AppendEntriesResponse<CpTypes>),
+    /// Answer to `Vote` or `PreVote`.
+    Vote(VoteResponse<CpTypes>),
+    /// Answer to `Snapshot`.
+    Snapshot(SnapshotResponse<CpTypes>),
+    /// The receiver could not handle it (shutting down, not started): retry later.
+    Refused(String),
+}
+
+/// Why an RPC got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RpcFailure {
+    /// Not sent: no address for the node, queue full, breaker open.
+    #[error("node {target} unreachable: {reason}")]
+    Unreachable {
+        /// The target node.
+        target: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Sent, but no answer within the deadline.
+    #[error("no answer from node {target} within {timeout:?}")]
+    Timeout {
+        /// The target node.
+        target: u64,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+}
+
+/// A boxed RPC future.
+pub type RpcFuture = Pin<Box<dyn Future<Output = Result<RaftReply, RpcFailure>> + Send>>;
+
+/// How the CP adapter reaches other nodes: implemented by the node over its peer transport.
+pub trait RaftRpc: Send + Sync + 'static {
+    /// Sends `request` to `target` and waits at most `timeout` for the reply.
+    fn call(&self, target: u64, request: RaftRequest, timeout: Duration) -> RpcFuture;
+}
+
+/// Hands openraft one [`CpNetwork`] per target.
+#[derive(Clone)]
+pub struct CpNetworkFactory {
+    rpc: Arc<dyn RaftRpc>,
+}
+
+impl CpNetworkFactory {
+    /// A factory over the node's RPC.
+    pub fn new(rpc: Arc<dyn RaftRpc>) -> Self {
+        CpNetworkFactory { rpc }
+    }
+}
+
+impl RaftNetworkFactory<CpTypes> for CpNetworkFactory {
+    type Network = CpNetwork;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> CpNetwork {
+        CpNetwork {
+            target,
+            rpc: Arc::clone(&self.rpc),
+        }
+    }
+}
+
+/// The RPC client for one target node.
+pub struct CpNetwork {
+    target: u64,
+    rpc: Arc<dyn RaftRpc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failure(String);
+
+fn rpc_error(failure: RpcFailure, action: RPCTypes, target: u64) -> RPCError<CpTypes> {
+    match failure {
+        RpcFailure::Timeout { timeout, .. } => RPCError::Timeout(Timeout {
+            action,
+            id: 0,
+            target,
+            timeout,
+        }),
+        unreachable @ RpcFailure::Unreachable { .. } => {
+            RPCError::Unreachable(Unreachable::new(&Failure(unreachable.to_string())))
+        }
+    }
+}
+
+fn unexpected(reply: RaftReply) -> RPCError<CpTypes> {
+    let message = match reply {
+        RaftReply::Refused(reason) => format!("refused: {reason}"),
+        other => format!("mismatched reply {other:?}"),
+    };
+    RPCError::Network(NetworkError::new(&Failure(message)))
+}
+
+impl CpNetwork {
+    async fn call(&self, request: RaftRequest, timeout: Duration) -> Result<RaftReply, RpcFailure> {
+        self.rpc.call(self.target, request, timeout).await
+    }
+}
+
+impl RaftNetworkV2<CpTypes> for CpNetwork {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<CpTypes>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<CpTypes>, RPCError<CpTypes>> {
+        let reply = self.call(RaftRequest::Append(rpc), option.hard_ttl()).await;
+        match reply.map_err(|f| rpc_error(f, RPCTypes::AppendEntries, self.target))? {
+            RaftReply::Append(response) => Ok(response),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<CpTypes>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<CpTypes>, RPCError<CpTypes>> {
+        let reply = self.call(RaftRequest::Vote(rpc), option.hard_ttl()).await;
+        match reply.map_err(|f| rpc_error(f, RPCTypes::Vote, self.target))? {
+            RaftReply::Vote(response) => Ok(response),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<CpTypes>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<CpTypes>, RPCError<CpTypes>> {
+        let reply = self
+            .call(RaftRequest::PreVote(rpc), option.hard_ttl())
+            .await;
+        match reply.map_err(|f| rpc_error(f, RPCTypes::Vote, self.target))? {
+            RaftReply::Vote(response) => Ok(response),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<CpTypes>,
+        snapshot: SnapshotOf<CpTypes, Vec<u8>>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<CpTypes>, StreamingError<CpTypes>> {
+        let request = RaftRequest::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot,
+        };
+        match self.call(request, option.hard_ttl()).await {
+            Ok(RaftReply::Snapshot(response)) => Ok(response),
+            Ok(other) => Err(StreamingError::Network(NetworkError::new(&Failure(
+                format!("snapshot: {:?}", unexpected(other)),
+            )))),
+            Err(RpcFailure::Timeout { timeout, target }) => Err(StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id: 0,
+                target,
+                timeout,
+            })),
+            Err(failure) => Err(StreamingError::Unreachable(Unreachable::new(&Failure(
+                failure.to_string(),
+            )))),
+        }
+    }
+}
+
+/// Handles one inbound Raft RPC on the local Raft instance.
+pub async fn serve(raft: &CpRaft, request: RaftRequest) -> RaftReply {
+    let refused = |e: &dyn std::fmt::Display| RaftReply::Refused(e.to_string());
+    match request {
+        RaftRequest::Append(rpc) => match raft.append_entries(rpc).await {
+            Ok(response) => RaftReply::Append(response),
+            Err(e) => refused(&e),
+        },
+        RaftRequest::Vote(rpc) => match raft.vote(rpc).await {
+            Ok(response) => RaftReply::Vote(response),
+            Err(e) => refused(&e),
+        },
+        RaftRequest::PreVote(rpc) => match raft.pre_vote(rpc).await {
+            Ok(response) => RaftReply::Vote(response),
+            Err(e) => refused(&e),
+        },
+        RaftRequest::Snapshot { vote, meta, data } => {
+            let snapshot = SnapshotOf::<CpTypes, Vec<u8>> {
+                meta,
+                snapshot: data,
+            };
+            match raft.install_full_snapshot(vote, snapshot).await {
+                Ok(response) => RaftReply::Snapshot(response),
+                Err(e) => refused(&e),
+            }
+        }
+    }
+}
