@@ -7,14 +7,17 @@
 //!   (all, or `?peer=N`), `DELETE /v1/faults/{id}` — transport fault injection, refused with 403
 //!   unless the node was started with `--allow-fault-injection`.
 //! - `GET /v1/health` — 200 while the process serves.
+//! - `/v1/cp/...` — the CP keyspace (see [`cp`]'s module docs).
 //!
 //! Errors are JSON: `{"error": "...what failed and what to do..."}`.
+
+mod cp;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use isle_net::{FaultError, FaultRule};
 use isle_node::NodeHandle;
 use serde::Deserialize;
@@ -31,6 +34,10 @@ pub fn router(node: NodeHandle) -> Router {
             get(list_faults).post(add_faults).delete(clear_faults),
         )
         .route("/v1/faults/{id}", delete(remove_fault))
+        .route("/v1/cp/put", post(cp::put))
+        .route("/v1/cp/get", get(cp::get))
+        .route("/v1/cp/delete", post(cp::delete))
+        .route("/v1/cp/fence", get(cp::fence))
         .with_state(node)
 }
 
@@ -59,7 +66,12 @@ fn fault_error(err: FaultError) -> Response {
 
 async fn status(State(node): State<NodeHandle>) -> Response {
     let snapshot = node.status.borrow().clone();
-    axum::Json(snapshot.as_ref()).into_response()
+    let mut body = serde_json::to_value(snapshot.as_ref()).unwrap_or_else(|_| json!({}));
+    if let serde_json::Value::Object(map) = &mut body {
+        let cp = serde_json::to_value(node.cp.raft_status()).unwrap_or_default();
+        map.insert("cp".into(), cp);
+    }
+    axum::Json(body).into_response()
 }
 
 async fn metrics(State(node): State<NodeHandle>) -> Response {

@@ -45,6 +45,9 @@ pub struct NodeConfig {
     /// Peer transport tuning.
     #[serde(default)]
     pub transport: TransportConfig,
+    /// CP keyspace (Raft) settings.
+    #[serde(default)]
+    pub cp: crate::cp::CpConfig,
 }
 
 fn one() -> u32 {

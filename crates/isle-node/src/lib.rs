@@ -3,13 +3,16 @@
 //! - [`core`]: the sans-IO cluster core (membership, phi-accrual detection, who-sees-whom,
 //!   quorum, partition state machine). Start reading here.
 //! - [`node`]: the tokio shell that opens the store, runs the transport and drives the core.
+//! - [`cp`]: the CP keyspace (Raft over [`rpc`], the MVCC replica, client paths).
 //! - [`status`] and [`metrics`]: what the node reports.
 
 pub mod config;
 pub mod core;
+pub mod cp;
 pub mod message;
 pub mod metrics;
 pub mod node;
+pub mod rpc;
 pub mod status;
 
 pub use config::{ConfigError, DetectionConfig, NodeConfig};

@@ -13,20 +13,22 @@ use tracing::{error, info, warn};
 
 use crate::config::NodeConfig;
 use crate::core::{Cluster, Output};
+use crate::cp::Cp;
 use crate::message::PeerMessage;
 use crate::metrics::NodeMetrics;
+use crate::rpc::PeerRpc;
 use crate::status::Status;
 
 /// The world a node runs in: real for `isle node`, simulated in the chaos lab.
-pub struct Env<N: Network, S: MetaStore> {
+pub struct Env<N: Network> {
     /// Clock for every wait and timestamp.
     pub clock: Arc<dyn Clock>,
     /// Root of every random draw.
     pub rng: SeededRandom,
     /// Sockets.
     pub net: Arc<N>,
-    /// Durable metadata.
-    pub store: S,
+    /// Durable state: redb on a file, or in memory for simulation.
+    pub store: RedbStore,
 }
 
 /// Why a node could not start.
@@ -51,6 +53,9 @@ pub enum NodeError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The CP keyspace (Raft) could not start.
+    #[error("CP keyspace: {0}")]
+    Cp(String),
 }
 
 /// A running node, as the admin API and tests reach it.
@@ -64,6 +69,8 @@ pub struct NodeHandle {
     pub registry: Arc<Registry>,
     /// The node's identity as loaded from its data dir.
     pub identity: Identity,
+    /// The CP keyspace.
+    pub cp: Cp,
     shutdown: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
     done: watch::Receiver<bool>,
 }
@@ -131,9 +138,9 @@ fn load_identity(
 }
 
 /// Starts a node in the given environment.
-pub async fn start_with<N: Network, S: MetaStore>(
+pub async fn start_with<N: Network>(
     config: NodeConfig,
-    mut env: Env<N, S>,
+    mut env: Env<N>,
 ) -> Result<NodeHandle, NodeError> {
     let identity = load_identity(&mut env.store, &config, env.clock.unix_ms())?;
     let me = Member {
@@ -177,6 +184,21 @@ pub async fn start_with<N: Network, S: MetaStore>(
         config.quorum_policy,
     );
     let (status_tx, status_rx) = watch::channel(Arc::new(core.status(now)));
+    let rpc = Arc::new(PeerRpc::new(
+        transport.clone(),
+        env.clock.clone(),
+        status_rx.clone(),
+    ));
+    let cp = Cp::start(
+        config.id,
+        config.cp.clone(),
+        &env.store,
+        Arc::clone(&rpc),
+        env.clock.clone(),
+        status_rx.clone(),
+    )
+    .await
+    .map_err(NodeError::Cp)?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (done_tx, done_rx) = watch::channel(false);
     let event_loop = EventLoop {
@@ -185,6 +207,8 @@ pub async fn start_with<N: Network, S: MetaStore>(
         store: env.store,
         transport,
         metrics,
+        rpc,
+        cp: cp.clone(),
     };
     tokio::spawn(async move {
         event_loop.run(inbound, shutdown_rx, status_tx).await;
@@ -195,21 +219,24 @@ pub async fn start_with<N: Network, S: MetaStore>(
         faults,
         registry: Arc::new(registry),
         identity,
+        cp,
         shutdown: Arc::new(std::sync::Mutex::new(Some(shutdown_tx))),
         done: done_rx,
     })
 }
 
 /// The single task that owns the core; everything else talks to it through channels.
-struct EventLoop<S: MetaStore> {
+struct EventLoop {
     core: Cluster,
     clock: Arc<dyn Clock>,
-    store: S,
+    store: RedbStore,
     transport: Transport<PeerMessage>,
     metrics: NodeMetrics,
+    rpc: Arc<PeerRpc>,
+    cp: Cp,
 }
 
-impl<S: MetaStore> EventLoop<S> {
+impl EventLoop {
     async fn run(
         mut self,
         mut inbound: tokio::sync::mpsc::Receiver<isle_net::Inbound<PeerMessage>>,
@@ -236,6 +263,7 @@ impl<S: MetaStore> EventLoop<S> {
             self.metrics.observe(&snapshot);
             status.send_replace(snapshot);
         }
+        self.cp.shutdown().await;
         self.transport.shutdown().await;
         info!(node = %self.core.id(), "stopped");
     }
@@ -246,6 +274,12 @@ impl<S: MetaStore> EventLoop<S> {
             PeerMessage::Heartbeat(heartbeat) => {
                 self.core.handle_heartbeat(now, message.from, heartbeat);
             }
+            PeerMessage::Request { id, body } => {
+                // Served off the loop: a Raft append or a forwarded write may take a while.
+                let cp = self.cp.clone();
+                tokio::spawn(async move { cp.handle_request(message.from, id, body).await });
+            }
+            PeerMessage::Reply { id, body } => self.rpc.complete(id, body),
         }
     }
 

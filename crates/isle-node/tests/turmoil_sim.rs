@@ -127,6 +127,7 @@ fn node_config(id: u64) -> NodeConfig {
         quorum_policy: Default::default(),
         detection: Default::default(),
         transport: Default::default(),
+        cp: Default::default(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod meta;
 mod raft_log;
+mod records;
 
 pub use meta::RedbStore;
 pub use raft_log::{

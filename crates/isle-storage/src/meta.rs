@@ -20,6 +20,7 @@ const IDENTITY_KEY: &str = "identity";
 /// A node's durable store in one redb database (on disk, or in memory for simulation).
 ///
 /// The database is shared: [`RedbStore::raft_log_store`] opens the Raft log on the same file.
+#[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
 }
@@ -64,6 +65,7 @@ impl RedbStore {
         txn.open_table(META).map_err(engine)?;
         txn.open_table(MEMBERS).map_err(engine)?;
         raft_log::create_tables(&txn).map_err(engine)?;
+        crate::records::create_table(&txn).map_err(engine)?;
         txn.commit().map_err(engine)?;
         Ok(RedbStore { db: Arc::new(db) })
     }

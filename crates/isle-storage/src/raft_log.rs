@@ -58,7 +58,7 @@
 //! consecutive). After a read: each entry's own index must equal its key, a multi-entry read must
 //! have no holes, and no entry may sit at or below the purge point.
 
-mod record;
+pub(crate) mod record;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]

@@ -97,6 +97,7 @@ fn spawn(args: &LocalArgs, nodes: &[LocalNode], node: &LocalNode) -> anyhow::Res
         .arg("--data-dir")
         .arg(&node.data_dir)
         .args(["--peers", &peers.join(",")])
+        .args(["--bootstrap-expect", &args.nodes.to_string()])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -2,6 +2,7 @@
 
 mod client;
 mod fault;
+mod kv;
 mod local;
 mod node;
 mod quorum;
@@ -34,6 +35,12 @@ enum Command {
     Split(fault::SplitArgs),
     /// Remove every injected fault on every node of the cluster.
     Heal(fault::HealArgs),
+    /// Write a key in the CP keyspace (linearizable; refused without quorum).
+    Put(kv::PutArgs),
+    /// Read a key or prefix from the CP keyspace.
+    Get(kv::GetArgs),
+    /// Delete a key or prefix from the CP keyspace.
+    Del(kv::DelArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +67,9 @@ fn main() -> std::process::ExitCode {
             Command::Fault(command) => fault::run(command).await,
             Command::Split(args) => fault::split(args).await,
             Command::Heal(args) => fault::heal(args).await,
+            Command::Put(args) => kv::put(args).await,
+            Command::Get(args) => kv::get(args).await,
+            Command::Del(args) => kv::del(args).await,
         }
     });
     match result {

@@ -50,6 +50,10 @@ pub struct NodeArgs {
     /// Phi-accrual threshold above which a peer is deemed unreachable.
     #[arg(long)]
     phi_threshold: Option<f64>,
+    /// Form the CP Raft group once this many members are known and reachable (the lowest
+    /// id initializes it); leave unset on nodes that join an existing group.
+    #[arg(long)]
+    bootstrap_expect: Option<usize>,
 }
 
 impl NodeArgs {
@@ -80,6 +84,7 @@ impl NodeArgs {
                     quorum_policy: isle_quorum::Policy::default(),
                     detection: Default::default(),
                     transport: Default::default(),
+                    cp: Default::default(),
                 }
             }
         };
@@ -113,6 +118,9 @@ impl NodeArgs {
         config.allow_fault_injection |= self.allow_fault_injection;
         if let Some(ms) = self.heartbeat_ms {
             config.detection.heartbeat_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(expect) = self.bootstrap_expect {
+            config.cp.bootstrap_expect = Some(expect);
         }
         if let Some(phi) = self.phi_threshold {
             config.detection.phi_threshold = phi;

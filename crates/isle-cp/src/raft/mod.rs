@@ -9,7 +9,7 @@ mod state_machine;
 mod types;
 
 pub use network::{
-    CpNetwork, CpNetworkFactory, RaftReply, RaftRequest, RaftRpc, RpcFailure, serve,
+    CpNetwork, CpNetworkFactory, RaftReply, RaftRequest, RaftRpc, RpcFailure, RpcFuture, serve,
 };
-pub use state_machine::{CpStateMachine, SharedState, SnapshotStore, StoredSnapshot};
+pub use state_machine::{CpStateMachine, Replica, SharedState, SnapshotStore, StoredSnapshot};
 pub use types::{Applied, CpRaft, CpTypes, Proposal};

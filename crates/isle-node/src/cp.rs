@@ -1,0 +1,560 @@
+//! The CP keyspace on a node: Raft (openraft) over the peer transport, the replicated MVCC
+//! state machine, and the client paths — writes and linearizable reads go to the leader,
+//! stale reads are served locally — with the refusals a user can act on.
+//!
+//! A write is refused *before* it is proposed when this node's side holds no quorum (the
+//! failure detector and quorum module say so): `NoQuorum` is then a definite "not applied".
+//! A write that was proposed but not answered in time is `Timeout`: indeterminate, to be
+//! retried with the same request id (the state machine applies a request id once).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use isle_cp::command::{RangeRequest, RangeResponse};
+use isle_cp::raft::{
+    Applied, CpNetworkFactory, CpRaft, CpStateMachine, CpTypes, Proposal, RaftRpc, SharedState,
+    SnapshotStore, StoredSnapshot,
+};
+use isle_cp::{Command, CpError, Response};
+use isle_env::Clock;
+use isle_storage::RedbStore;
+use isle_types::NodeId;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ReadPolicy, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::message::{RpcReply, RpcRequest};
+use crate::rpc::{PeerRpc, RaftLink};
+use crate::status::Status;
+
+/// CP keyspace settings (Raft timings and the bootstrap rule).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpConfig {
+    /// Form the Raft group once this many members are known and reachable; the member with
+    /// the lowest id initializes it. `None`: wait to be added to an existing group.
+    pub bootstrap_expect: Option<usize>,
+    /// Raft heartbeat interval, ms.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout range, ms; also the leader lease (check-quorum).
+    pub election_timeout_min_ms: u64,
+    /// Upper end of the election timeout range, ms.
+    pub election_timeout_max_ms: u64,
+    /// How long a client write or linearizable read may wait before `Timeout`, ms.
+    pub request_timeout_ms: u64,
+    /// Snapshot after this many entries since the last one.
+    pub snapshot_every_entries: u64,
+}
+
+impl Default for CpConfig {
+    fn default() -> Self {
+        CpConfig {
+            bootstrap_expect: None,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            request_timeout_ms: 5000,
+            snapshot_every_entries: 10_000,
+        }
+    }
+}
+
+/// Why a CP request was not served. Every variant says what to do next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind")]
+pub enum CpRequestError {
+    /// This node's side of the network holds no quorum: refused before anything was proposed.
+    #[error(
+        "no quorum: {reachable} of {total} {unit} reachable, need {needed}; nothing was applied. \
+         Retry, write through a node on the majority side{}, or read with consistency=stale",
+        leader_hint(*leader)
+    )]
+    NoQuorum {
+        /// Votes (or nodes, or zones) this side holds.
+        reachable: u64,
+        /// Votes needed.
+        needed: u64,
+        /// Votes in the cluster.
+        total: u64,
+        /// What is counted.
+        unit: String,
+        /// The last leader this node knew, if any.
+        leader: Option<u64>,
+    },
+    /// No leader is known (an election is under way or this node is cut off).
+    #[error("no CP leader known: {detail}; nothing was applied, retry shortly")]
+    NoLeader {
+        /// What was observed.
+        detail: String,
+    },
+    /// The Raft group was never formed.
+    #[error(
+        "the CP keyspace is not initialized: start the nodes with --bootstrap-expect N \
+         (isle local does) so the first N members form the group"
+    )]
+    NotInitialized,
+    /// Proposed, but no answer in time: it may or may not have been applied.
+    #[error(
+        "no answer within {after_ms} ms: the write may or may not have been applied; \
+         retry with the same request id to apply it exactly once"
+    )]
+    Timeout {
+        /// How long was waited.
+        after_ms: u64,
+    },
+    /// The state machine refused the command (stale fencing token, unknown lease, ...).
+    #[error(transparent)]
+    Rejected(CpError),
+    /// Something internal failed; the message says what.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn leader_hint(leader: Option<u64>) -> String {
+    leader
+        .map(|id| format!(" (last known leader: node {id})"))
+        .unwrap_or_default()
+}
+
+/// How a read may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Confirmed with a quorum by the leader (ReadIndex) before reading: never stale.
+    #[default]
+    Linearizable,
+    /// From this node's replica as it is: fast, available in a minority, maybe stale.
+    Stale,
+}
+
+/// A read's answer and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadOutcome {
+    /// The range result; `header_revision` is the revision it read at.
+    pub response: RangeResponse,
+    /// How it was served.
+    pub consistency: Consistency,
+    /// The node whose replica answered.
+    pub served_by: u64,
+    /// That replica's last applied log index.
+    pub applied_index: u64,
+}
+
+/// The Raft side of `/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RaftStatus {
+    /// follower, candidate, leader, learner.
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// Leader as this node knows it.
+    pub leader: Option<u64>,
+    /// Highest log index known committed.
+    pub commit_index: Option<u64>,
+    /// Highest log index applied to the state machine.
+    pub applied_index: Option<u64>,
+    /// Last log index.
+    pub last_log_index: Option<u64>,
+    /// Voters of the current membership.
+    pub voters: Vec<u64>,
+    /// The state machine's current revision.
+    pub revision: i64,
+}
+
+/// Snapshots kept as a record in the node's redb file.
+struct SnapshotRecord(RedbStore);
+
+impl SnapshotStore for SnapshotRecord {
+    fn save_snapshot(&self, snapshot: &StoredSnapshot) -> io::Result<()> {
+        self.0.save_record("cp_snapshot", snapshot)
+    }
+    fn load_snapshot(&self) -> io::Result<Option<StoredSnapshot>> {
+        self.0.load_record("cp_snapshot")
+    }
+}
+
+/// The CP keyspace of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Cp {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: NodeId,
+    raft: CpRaft,
+    state: SharedState,
+    rpc: Arc<PeerRpc>,
+    clock: Arc<dyn Clock>,
+    status: watch::Receiver<Arc<Status>>,
+    config: CpConfig,
+}
+
+impl std::fmt::Debug for Cp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cp")
+            .field("me", &self.inner.me)
+            .finish_non_exhaustive()
+    }
+}
+
+fn raft_config(config: &CpConfig) -> Result<openraft::Config, String> {
+    openraft::Config {
+        cluster_name: "isle-cp".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        enable_pre_vote: Some(true),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| e.to_string())
+}
+
+impl Cp {
+    /// Opens the replica from the store and starts Raft; spawns the bootstrap task.
+    pub async fn start(
+        me: NodeId,
+        config: CpConfig,
+        store: &RedbStore,
+        rpc: Arc<PeerRpc>,
+        clock: Arc<dyn Clock>,
+        status: watch::Receiver<Arc<Status>>,
+    ) -> Result<Cp, String> {
+        let machine = CpStateMachine::open(
+            isle_cp::Config::default(),
+            Arc::new(SnapshotRecord(store.clone())),
+        )
+        .map_err(|e| format!("opening the CP state machine: {e}"))?;
+        let state = machine.shared();
+        let network =
+            CpNetworkFactory::new(Arc::new(RaftLink(Arc::clone(&rpc))) as Arc<dyn RaftRpc>);
+        let raft = CpRaft::new(
+            me.0,
+            Arc::new(raft_config(&config)?),
+            network,
+            store.raft_log_store::<CpTypes>(),
+            machine,
+        )
+        .await
+        .map_err(|e| format!("starting Raft: {e}"))?;
+        let cp = Cp {
+            inner: Arc::new(Inner {
+                me,
+                raft,
+                state,
+                rpc,
+                clock,
+                status,
+                config,
+            }),
+        };
+        tokio::spawn(cp.clone().bootstrap());
+        Ok(cp)
+    }
+
+    /// Stops Raft.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.raft.shutdown().await;
+    }
+
+    /// Forms the group when `bootstrap_expect` members are known, reachable and this node has
+    /// the lowest id among them. Runs until the group exists.
+    async fn bootstrap(self) {
+        let Some(expect) = self.inner.config.bootstrap_expect else {
+            return;
+        };
+        loop {
+            if self.initialized() {
+                return;
+            }
+            let members = {
+                let status = self.inner.status.borrow();
+                let all_reachable = status.peers.iter().all(|p| p.reachable);
+                let mut members: BTreeMap<u64, BasicNode> = status
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.id.0,
+                            BasicNode {
+                                addr: p.peer_addr.clone(),
+                            },
+                        )
+                    })
+                    .collect();
+                members.insert(
+                    status.node.0,
+                    BasicNode {
+                        addr: status.peer_addr.clone(),
+                    },
+                );
+                let lowest = members.keys().next().copied() == Some(self.inner.me.0);
+                (all_reachable && lowest && members.len() >= expect).then_some(members)
+            };
+            if let Some(members) = members {
+                let ids: Vec<u64> = members.keys().copied().collect();
+                match self.inner.raft.initialize(members).await {
+                    Ok(()) => info!(?ids, "formed the CP Raft group"),
+                    Err(err) => info!(%err, "CP Raft group already formed"),
+                }
+                return;
+            }
+            self.inner.clock.sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn initialized(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics.membership_config.voter_ids().next().is_some()
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.config.request_timeout_ms)
+    }
+
+    fn current_leader(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Refuses up front when this node's side holds no quorum.
+    fn check_quorum(&self) -> Result<(), CpRequestError> {
+        let status = self.inner.status.borrow();
+        if status.quorum.held {
+            return Ok(());
+        }
+        Err(CpRequestError::NoQuorum {
+            reachable: status.quorum.have,
+            needed: status.quorum.need,
+            total: status.quorum.total,
+            unit: status.quorum.unit.to_string(),
+            leader: self.current_leader(),
+        })
+    }
+
+    /// Waits (at most `limit`) until some leader is known.
+    async fn leader(&self, limit: Duration) -> Result<u64, CpRequestError> {
+        if !self.initialized() {
+            return Err(CpRequestError::NotInitialized);
+        }
+        let mut metrics = self.inner.raft.metrics();
+        let known = async {
+            loop {
+                if let Some(leader) = metrics.borrow_and_update().current_leader {
+                    return Some(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            leader = known => leader.ok_or_else(|| CpRequestError::Internal("Raft stopped".into())),
+            () = self.inner.clock.sleep(limit) => Err(CpRequestError::NoLeader {
+                detail: format!("none elected within {} ms", limit.as_millis()),
+            }),
+        }
+    }
+
+    /// A client write: proposed on the leader (forwarded there if need be).
+    pub async fn write(&self, command: Command) -> Result<Response, CpRequestError> {
+        self.check_quorum()?;
+        let timeout = self.timeout();
+        let leader = self.leader(timeout).await?;
+        if leader == self.inner.me.0 {
+            return self.write_as_leader(command).await;
+        }
+        let reply = self
+            .inner
+            .rpc
+            .request(NodeId(leader), RpcRequest::Write(command), timeout)
+            .await;
+        match reply {
+            Ok(RpcReply::Write(result)) => result,
+            Ok(other) => Err(CpRequestError::Internal(format!(
+                "mismatched reply {other:?}"
+            ))),
+            Err(isle_cp::raft::RpcFailure::Timeout { .. }) => Err(CpRequestError::Timeout {
+                after_ms: self.inner.config.request_timeout_ms,
+            }),
+            Err(failure) => Err(CpRequestError::NoLeader {
+                detail: failure.to_string(),
+            }),
+        }
+    }
+
+    /// Proposes on this node, which must be the leader; never forwards.
+    async fn write_as_leader(&self, command: Command) -> Result<Response, CpRequestError> {
+        let proposal = Proposal {
+            command,
+            proposed_unix_ms: self.inner.clock.unix_ms(),
+        };
+        let write = self.inner.raft.client_write(proposal);
+        let result = tokio::select! {
+            biased;
+            result = write => result,
+            () = self.inner.clock.sleep(self.timeout()) => {
+                return Err(CpRequestError::Timeout { after_ms: self.inner.config.request_timeout_ms });
+            }
+        };
+        match result {
+            Ok(response) => match response.data {
+                Applied::Command(Ok(response)) => Ok(response),
+                Applied::Command(Err(err)) => Err(CpRequestError::Rejected(err)),
+                Applied::Internal(_) => Err(CpRequestError::Internal("blank entry answer".into())),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(CpRequestError::NoLeader {
+                    detail: match forward.leader_id {
+                        Some(id) => format!("leadership moved to node {id}"),
+                        None => "the leader lost its quorum lease".into(),
+                    },
+                })
+            }
+            Err(err) => Err(CpRequestError::Internal(err.to_string())),
+        }
+    }
+
+    /// A client read.
+    pub async fn read(
+        &self,
+        request: RangeRequest,
+        consistency: Consistency,
+    ) -> Result<ReadOutcome, CpRequestError> {
+        if consistency == Consistency::Stale {
+            return self.read_local(&request, Consistency::Stale);
+        }
+        self.check_quorum()?;
+        let timeout = self.timeout();
+        let leader = self.leader(timeout).await?;
+        if leader == self.inner.me.0 {
+            return self.read_as_leader(request).await;
+        }
+        match self
+            .inner
+            .rpc
+            .request(NodeId(leader), RpcRequest::Read(request), timeout)
+            .await
+        {
+            Ok(RpcReply::Read(result)) => result.map(|response| ReadOutcome {
+                response,
+                consistency,
+                served_by: leader,
+                applied_index: 0,
+            }),
+            Ok(other) => Err(CpRequestError::Internal(format!(
+                "mismatched reply {other:?}"
+            ))),
+            Err(failure) => Err(CpRequestError::NoLeader {
+                detail: failure.to_string(),
+            }),
+        }
+    }
+
+    /// ReadIndex on this node (the leader), then a local read once applied up to it.
+    async fn read_as_leader(&self, request: RangeRequest) -> Result<ReadOutcome, CpRequestError> {
+        let confirm = self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        let confirmed = tokio::select! {
+            biased;
+            confirmed = confirm => confirmed,
+            () = self.inner.clock.sleep(self.timeout()) => {
+                return Err(CpRequestError::Timeout { after_ms: self.inner.config.request_timeout_ms });
+            }
+        };
+        if let Err(err) = confirmed {
+            return Err(CpRequestError::NoLeader {
+                detail: err.to_string(),
+            });
+        }
+        self.read_local(&request, Consistency::Linearizable)
+    }
+
+    fn read_local(
+        &self,
+        request: &RangeRequest,
+        consistency: Consistency,
+    ) -> Result<ReadOutcome, CpRequestError> {
+        let replica = self.inner.state.read();
+        let response = replica
+            .machine
+            .range(request)
+            .map_err(CpRequestError::Rejected)?;
+        Ok(ReadOutcome {
+            response,
+            consistency,
+            served_by: self.inner.me.0,
+            applied_index: replica.last_applied.map(|id| id.index).unwrap_or(0),
+        })
+    }
+
+    /// Serves a request from a peer; the reply goes back over the transport.
+    pub async fn handle_request(&self, from: NodeId, id: u64, body: RpcRequest) {
+        let reply = match body {
+            RpcRequest::Raft(request) => {
+                RpcReply::Raft(isle_cp::raft::serve(&self.inner.raft, request).await)
+            }
+            RpcRequest::Write(command) => RpcReply::Write(self.forwarded_write(command).await),
+            RpcRequest::Read(request) => RpcReply::Read(
+                self.forwarded_read(request)
+                    .await
+                    .map(|outcome| outcome.response),
+            ),
+        };
+        self.inner.rpc.reply(from, id, reply);
+    }
+
+    async fn forwarded_write(&self, command: Command) -> Result<Response, CpRequestError> {
+        self.check_quorum()?;
+        if self.current_leader() != Some(self.inner.me.0) {
+            return Err(CpRequestError::NoLeader {
+                detail: "forwarded to a non-leader".into(),
+            });
+        }
+        self.write_as_leader(command).await
+    }
+
+    async fn forwarded_read(&self, request: RangeRequest) -> Result<ReadOutcome, CpRequestError> {
+        self.check_quorum()?;
+        if self.current_leader() != Some(self.inner.me.0) {
+            return Err(CpRequestError::NoLeader {
+                detail: "forwarded to a non-leader".into(),
+            });
+        }
+        self.read_as_leader(request).await
+    }
+
+    /// Role, term, leader and indexes for `/v1/status`.
+    pub fn raft_status(&self) -> RaftStatus {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        RaftStatus {
+            role: role.into(),
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            commit_index: metrics.cluster_committed.map(|id| id.index),
+            applied_index: metrics.last_applied.map(|id| id.index),
+            last_log_index: metrics.last_log_index,
+            voters: metrics.membership_config.voter_ids().collect(),
+            revision: self.inner.state.read().machine.revision(),
+        }
+    }
+
+    /// The replica, for local queries (fence checks, watches).
+    pub fn state(&self) -> &SharedState {
+        &self.inner.state
+    }
+}
