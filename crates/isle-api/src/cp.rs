@@ -5,6 +5,11 @@
 //! - `GET /v1/cp/get?key=K&prefix=true&revision=R&limit=N&consistency=stale|linearizable`
 //! - `POST /v1/cp/delete` `{"key", "prefix"?, "prev_kv"?, "request_id"?, "fence"?}`
 //! - `GET /v1/cp/fence?lock=L&token=T` — is `T` the newest token of lock `L`?
+//! - `POST /v1/cp/lease/grant` `{"ttl_secs", "id"?}`, `POST /v1/cp/lease/keepalive` `{"id"}`,
+//!   `POST /v1/cp/lease/revoke` `{"id"}`, `GET /v1/cp/leases`
+//! - `POST /v1/cp/lock` `{"name", "lease", "timeout_ms"?}` → `{"key", "token", ...}` (waits in
+//!   queue order), `POST /v1/cp/unlock` `{"key"}`
+//! - `POST /v1/cp/txn` — see [`crate::txn`]
 //!
 //! Refusals are typed: 503 `NoQuorum`/`NoLeader`/`NotInitialized`, 504 `Timeout`
 //! (indeterminate), 409 `FencingTokenStale`, 400 other rejections.
@@ -83,17 +88,37 @@ pub(crate) fn refusal(err: &CpRequestError) -> Response {
     let status = match err {
         CpRequestError::NoQuorum { .. }
         | CpRequestError::NoLeader { .. }
-        | CpRequestError::NotInitialized => StatusCode::SERVICE_UNAVAILABLE,
-        CpRequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        | CpRequestError::NotInitialized
+        | CpRequestError::SelfFenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        CpRequestError::Timeout { .. } | CpRequestError::LockTimeout { .. } => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
         CpRequestError::Rejected(CpError::FencingTokenStale { .. }) => StatusCode::CONFLICT,
         CpRequestError::Rejected(_) => StatusCode::BAD_REQUEST,
         CpRequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let mut body = serde_json::to_value(err).unwrap_or_else(|_| json!({}));
-    if let Value::Object(map) = &mut body {
-        map.insert("error".into(), Value::String(err.to_string()));
+    // {"NoQuorum": {...fields}} on the wire becomes {"kind": "NoQuorum", ...fields, "error"}.
+    let mut body = serde_json::Map::new();
+    match serde_json::to_value(err) {
+        Ok(Value::Object(tagged)) => {
+            for (kind, fields) in tagged {
+                body.insert("kind".into(), Value::String(kind));
+                match fields {
+                    Value::Object(fields) => body.extend(fields),
+                    Value::Null => {}
+                    other => {
+                        body.insert("detail".into(), other);
+                    }
+                }
+            }
+        }
+        Ok(Value::String(kind)) => {
+            body.insert("kind".into(), Value::String(kind));
+        }
+        _ => {}
     }
-    (status, axum::Json(body)).into_response()
+    body.insert("error".into(), Value::String(err.to_string()));
+    (status, axum::Json(Value::Object(body))).into_response()
 }
 
 fn command(request: Request, request_id: Option<String>) -> Command {
@@ -195,5 +220,126 @@ pub(crate) async fn fence(
         Ok(()) => axum::Json(json!({"lock": query.lock, "token": query.token, "valid": true}))
             .into_response(),
         Err(err) => refusal(&CpRequestError::Rejected(err)),
+    }
+}
+
+/// Body of `POST /v1/cp/lease/grant`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LeaseGrantBody {
+    ttl_secs: i64,
+    #[serde(default)]
+    id: i64,
+}
+
+/// Body of the lease calls that name one lease.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LeaseIdBody {
+    id: i64,
+}
+
+pub(crate) async fn lease_grant(
+    State(node): State<NodeHandle>,
+    axum::Json(body): axum::Json<LeaseGrantBody>,
+) -> Response {
+    match node.cp.lease_grant(body.id, body.ttl_secs).await {
+        Ok(granted) => axum::Json(json!({
+            "id": granted.id, "ttl_secs": granted.ttl_secs, "revision": granted.header_revision,
+        }))
+        .into_response(),
+        Err(err) => refusal(&err),
+    }
+}
+
+pub(crate) async fn lease_keep_alive(
+    State(node): State<NodeHandle>,
+    axum::Json(body): axum::Json<LeaseIdBody>,
+) -> Response {
+    match node.cp.lease_keep_alive(body.id).await {
+        Ok(ttl_secs) => axum::Json(json!({"id": body.id, "ttl_secs": ttl_secs})).into_response(),
+        Err(err) => refusal(&err),
+    }
+}
+
+pub(crate) async fn lease_revoke(
+    State(node): State<NodeHandle>,
+    axum::Json(body): axum::Json<LeaseIdBody>,
+) -> Response {
+    match node.cp.lease_revoke(body.id).await {
+        Ok(revoked) => {
+            axum::Json(json!({"id": body.id, "revision": revoked.header_revision})).into_response()
+        }
+        Err(err) => refusal(&err),
+    }
+}
+
+pub(crate) async fn leases(State(node): State<NodeHandle>) -> Response {
+    let leases: Vec<Value> = node
+        .cp
+        .leases()
+        .iter()
+        .map(|lease| {
+            let remaining = node.cp.lease_ttl(lease.id).and_then(|(_, left)| left);
+            json!({
+                "id": lease.id,
+                "ttl_secs": lease.ttl_secs,
+                "remaining_secs": remaining,
+                "keys": lease.keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "leases": leases })).into_response()
+}
+
+/// Body of `POST /v1/cp/lock`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LockBody {
+    name: String,
+    lease: i64,
+    #[serde(default = "lock_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn lock_timeout_ms() -> u64 {
+    10_000
+}
+
+/// Body of `POST /v1/cp/unlock`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UnlockBody {
+    key: String,
+}
+
+pub(crate) async fn lock(
+    State(node): State<NodeHandle>,
+    axum::Json(body): axum::Json<LockBody>,
+) -> Response {
+    let timeout = std::time::Duration::from_millis(body.timeout_ms.min(300_000));
+    match node.cp.lock(&body.name, body.lease, timeout).await {
+        Ok(held) => axum::Json(json!({
+            "name": body.name,
+            "key": String::from_utf8_lossy(&held.key),
+            "token": held.token,
+            "lease": body.lease,
+            "revision": held.header_revision,
+        }))
+        .into_response(),
+        Err(err) => refusal(&err),
+    }
+}
+
+pub(crate) async fn unlock(
+    State(node): State<NodeHandle>,
+    axum::Json(body): axum::Json<UnlockBody>,
+) -> Response {
+    match node.cp.unlock(body.key.into_bytes()).await {
+        Ok(released) => axum::Json(json!({
+            "released": released.released, "revision": released.header_revision,
+        }))
+        .into_response(),
+        Err(err) => refusal(&err),
     }
 }

@@ -12,6 +12,7 @@
 //! Errors are JSON: `{"error": "...what failed and what to do..."}`.
 
 mod cp;
+mod txn;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -38,6 +39,13 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/v1/cp/get", get(cp::get))
         .route("/v1/cp/delete", post(cp::delete))
         .route("/v1/cp/fence", get(cp::fence))
+        .route("/v1/cp/lease/grant", post(cp::lease_grant))
+        .route("/v1/cp/lease/keepalive", post(cp::lease_keep_alive))
+        .route("/v1/cp/lease/revoke", post(cp::lease_revoke))
+        .route("/v1/cp/leases", get(cp::leases))
+        .route("/v1/cp/lock", post(cp::lock))
+        .route("/v1/cp/unlock", post(cp::unlock))
+        .route("/v1/cp/txn", post(txn::txn))
         .with_state(node)
 }
 

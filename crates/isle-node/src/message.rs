@@ -39,6 +39,8 @@ pub enum RpcRequest {
     Write(Command),
     /// A linearizable read forwarded to the leader.
     Read(RangeRequest),
+    /// A lease keep-alive forwarded to the leader (expiry is leader-local, not replicated).
+    KeepAlive(i64),
 }
 
 /// Answers to [`RpcRequest`]s.
@@ -50,6 +52,8 @@ pub enum RpcReply {
     Write(Result<Response, CpRequestError>),
     /// Answer to [`RpcRequest::Read`].
     Read(Result<RangeResponse, CpRequestError>),
+    /// Answer to [`RpcRequest::KeepAlive`]: the lease's TTL in seconds.
+    KeepAlive(Result<i64, CpRequestError>),
 }
 
 /// A heartbeat: "I am alive", who I am, who I know, and who sees whom as far as I know.
@@ -65,4 +69,65 @@ pub struct Heartbeat {
     pub members: Vec<Member>,
     /// The sender's reachability view and the latest views it holds of others.
     pub views: Vec<View>,
+}
+
+#[cfg(test)]
+mod tests {
+    use isle_cp::CpError;
+    use isle_net::{Envelope, FrameDecoder, encode};
+    use isle_types::NodeId;
+
+    use super::*;
+
+    fn round_trip(message: PeerMessage) -> PeerMessage {
+        let frame = encode(&Envelope::new(NodeId(1), message)).expect("encode");
+        let mut decoder = FrameDecoder::<PeerMessage>::new(1 << 20);
+        decoder.push(&frame);
+        decoder
+            .next_frame()
+            .expect("decodes")
+            .expect("one frame")
+            .msg
+    }
+
+    /// Every reply shape must survive postcard: a reply that does not decode is silently a
+    /// timeout on the caller's side (this once hid every forwarded refusal).
+    #[test]
+    fn every_refusal_survives_the_wire() {
+        let refusals = [
+            CpRequestError::NoQuorum {
+                reachable: 2,
+                needed: 3,
+                total: 5,
+                unit: "votes".into(),
+                leader: Some(1),
+            },
+            CpRequestError::NoLeader { detail: "x".into() },
+            CpRequestError::NotInitialized,
+            CpRequestError::Timeout { after_ms: 5 },
+            CpRequestError::Rejected(CpError::LeaseNotFound { id: 1 }),
+            CpRequestError::Rejected(CpError::FencingTokenStale {
+                presented: 1,
+                current: 2,
+            }),
+            CpRequestError::LockTimeout {
+                name: "a".into(),
+                waited_ms: 1,
+            },
+            CpRequestError::Internal("y".into()),
+        ];
+        for refusal in refusals {
+            let reply = PeerMessage::Reply {
+                id: 7,
+                body: RpcReply::Write(Err(refusal.clone())),
+            };
+            match round_trip(reply) {
+                PeerMessage::Reply {
+                    id: 7,
+                    body: RpcReply::Write(Err(back)),
+                } => assert_eq!(back, refusal),
+                other => panic!("{refusal:?} came back as {other:?}"),
+            }
+        }
+    }
 }

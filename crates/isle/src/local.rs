@@ -26,6 +26,9 @@ pub struct LocalArgs {
     /// Start the nodes without fault injection (it is on by default in a local cluster).
     #[arg(long)]
     no_fault_injection: bool,
+    /// STONITH: a new CP leader kills the previous leader's process (by its pid file).
+    #[arg(long)]
+    stonith: bool,
 }
 
 struct LocalNode {
@@ -111,6 +114,14 @@ fn spawn(args: &LocalArgs, nodes: &[LocalNode], node: &LocalNode) -> anyhow::Res
     if !args.no_fault_injection {
         command.arg("--allow-fault-injection");
     }
+    if args.stonith {
+        let dir = std::fs::canonicalize(&args.dir).unwrap_or(args.dir.clone());
+        let pid_file = dir.join("n{node}").join("isle.pid");
+        command.args([
+            "--fence-command",
+            &format!("kill -9 $(cat '{}')", pid_file.display()),
+        ]);
+    }
     command
         .spawn()
         .with_context(|| format!("starting node {}", node.id))
@@ -159,6 +170,7 @@ async fn wait_or_child_exit(children: &mut [(u64, Child)]) -> anyhow::Result<()>
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut poll = tokio::time::interval(Duration::from_millis(500));
+    let mut reported = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             biased;
@@ -167,7 +179,9 @@ async fn wait_or_child_exit(children: &mut [(u64, Child)]) -> anyhow::Result<()>
             _ = poll.tick() => {
                 for (id, child) in children.iter_mut() {
                     if let Ok(Some(status)) = child.try_wait() {
-                        eprintln!("node {id} exited ({status}); the others keep running");
+                        if reported.insert(*id) {
+                            eprintln!("node {id} exited ({status}); the others keep running");
+                        }
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! `isle`: run a node, a local cluster, inspect a cluster, and reason about quorums.
 
 mod client;
+mod coord;
 mod fault;
 mod kv;
 mod local;
@@ -41,6 +42,13 @@ enum Command {
     Get(kv::GetArgs),
     /// Delete a key or prefix from the CP keyspace.
     Del(kv::DelArgs),
+    /// A compare-and-swap transaction in the CP keyspace.
+    Txn(coord::TxnArgs),
+    /// Grant, keep alive, revoke or list leases.
+    #[command(subcommand)]
+    Lease(coord::LeaseCommand),
+    /// Acquire a lock, print its fencing token, hold it until Ctrl-C.
+    Lock(coord::LockArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +78,9 @@ fn main() -> std::process::ExitCode {
             Command::Put(args) => kv::put(args).await,
             Command::Get(args) => kv::get(args).await,
             Command::Del(args) => kv::del(args).await,
+            Command::Txn(args) => coord::txn(args).await,
+            Command::Lease(command) => coord::lease(command).await,
+            Command::Lock(args) => coord::lock(args).await,
         }
     });
     match result {

@@ -54,6 +54,12 @@ pub struct NodeArgs {
     /// id initializes it); leave unset on nodes that join an existing group.
     #[arg(long)]
     bootstrap_expect: Option<usize>,
+    /// STONITH command run by a new leader against the previous one (`{node}` = its id).
+    #[arg(long)]
+    fence_command: Option<String>,
+    /// Refuse all CP requests after this many ms in Emergency (minority).
+    #[arg(long)]
+    self_fence_after_ms: Option<u64>,
 }
 
 impl NodeArgs {
@@ -122,6 +128,12 @@ impl NodeArgs {
         if let Some(expect) = self.bootstrap_expect {
             config.cp.bootstrap_expect = Some(expect);
         }
+        if let Some(command) = self.fence_command {
+            config.cp.fence_command = Some(command);
+        }
+        if let Some(after_ms) = self.self_fence_after_ms {
+            config.cp.self_fence_after_ms = Some(after_ms);
+        }
         if let Some(phi) = self.phi_threshold {
             config.detection.phi_threshold = phi;
         }
@@ -138,7 +150,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&http)
         .await
         .with_context(|| format!("cannot listen for HTTP on {http}"))?;
+    let pid_file = config.data_dir.join("isle.pid");
     let node = isle_node::start(config).await?;
+    // For operators and fence scripts (`isle local --stonith` kills a zombie leader by it).
+    if let Err(err) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!(%err, path = %pid_file.display(), "cannot write the pid file");
+    }
     info!(%http, "serving HTTP");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(isle_api::serve(node.clone(), listener, async move {
@@ -169,7 +186,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ISLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -45,8 +45,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<5} {:<8} {:<18} {:>8}  {:<6} {:<16} {:<10} DETAIL",
-        "NODE", "ZONE", "STATE", "FOR", "QUORUM", "REACHES", "PARTITION"
+        "{:<5} {:<8} {:<18} {:>8}  {:<6} {:<16} {:<10} {:<14} DETAIL",
+        "NODE", "ZONE", "STATE", "FOR", "QUORUM", "REACHES", "PARTITION", "CP ROLE/TERM"
     );
     for (id, http, status) in rows {
         match status {
@@ -82,8 +82,13 @@ fn row(status: &Value) -> String {
         "NO"
     };
     let for_ms = status["state_for_ms"].as_u64().unwrap_or(0);
+    let cp = &status["cp"];
+    let raft = match cp["role"].as_str() {
+        Some(role) => format!("{role}/{}", cp["term"]),
+        None => "-".to_string(),
+    };
     format!(
-        "{:<5} {:<8} {:<18} {:>7.1}s  {:<6} {:<16} {:<10} {}",
+        "{:<5} {:<8} {:<18} {:>7.1}s  {:<6} {:<16} {:<10} {:<14} {}",
         status["node"].as_u64().unwrap_or(0),
         status["zone"]
             .as_str()
@@ -94,6 +99,7 @@ fn row(status: &Value) -> String {
         held,
         format!("[{}]", reaches.join(",")),
         kind,
+        raft,
         detail
     )
 }

@@ -7,6 +7,11 @@
 //! A write that was proposed but not answered in time is `Timeout`: indeterminate, to be
 //! retried with the same request id (the state machine applies a request id once).
 
+mod fence;
+mod leases;
+
+pub use fence::FenceRecord;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
@@ -49,6 +54,14 @@ pub struct CpConfig {
     pub request_timeout_ms: u64,
     /// Snapshot after this many entries since the last one.
     pub snapshot_every_entries: u64,
+    /// STONITH: run when this node becomes leader, against the previous leader (`sh -c`,
+    /// `{node}` and `$ISLE_FENCE_NODE` name it), e.g. a power switch or `kill -9` script.
+    pub fence_command: Option<String>,
+    /// How long the fence command may run.
+    pub fence_timeout_ms: u64,
+    /// Fence this node itself (refuse every CP request, stale reads included) after this long
+    /// in Emergency (no quorum on its side); `None` never.
+    pub self_fence_after_ms: Option<u64>,
 }
 
 impl Default for CpConfig {
@@ -60,13 +73,18 @@ impl Default for CpConfig {
             election_timeout_max_ms: 2000,
             request_timeout_ms: 5000,
             snapshot_every_entries: 10_000,
+            fence_command: None,
+            fence_timeout_ms: 5000,
+            self_fence_after_ms: None,
         }
     }
 }
 
 /// Why a CP request was not served. Every variant says what to do next.
+///
+/// Externally tagged on purpose: it travels in postcard frames between nodes, and postcard
+/// cannot decode internally tagged enums.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind")]
 pub enum CpRequestError {
     /// This node's side of the network holds no quorum: refused before anything was proposed.
     #[error(
@@ -110,6 +128,25 @@ pub enum CpRequestError {
     /// The state machine refused the command (stale fencing token, unknown lease, ...).
     #[error(transparent)]
     Rejected(CpError),
+    /// This node fenced itself after too long without quorum.
+    #[error(
+        "this node fenced itself after {after_ms} ms without quorum and serves no CP requests \
+         until its side regains quorum; use a node on the majority side"
+    )]
+    SelfFenced {
+        /// The configured limit.
+        after_ms: u64,
+    },
+    /// A lock wait gave up; the waiter's key was withdrawn.
+    #[error(
+        "lock {name:?} not acquired within {waited_ms} ms (held by another client); retry later"
+    )]
+    LockTimeout {
+        /// The lock.
+        name: String,
+        /// How long was waited.
+        waited_ms: u64,
+    },
     /// Something internal failed; the message says what.
     #[error("internal error: {0}")]
     Internal(String),
@@ -164,6 +201,10 @@ pub struct RaftStatus {
     pub voters: Vec<u64>,
     /// The state machine's current revision.
     pub revision: i64,
+    /// Fence commands run by this node as new leader (most recent last).
+    pub fences: Vec<FenceRecord>,
+    /// Whether this node has fenced itself (minority for too long).
+    pub self_fenced: bool,
 }
 
 /// Snapshots kept as a record in the node's redb file.
@@ -192,6 +233,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     status: watch::Receiver<Arc<Status>>,
     config: CpConfig,
+    deadlines: leases::Deadlines,
+    fences: fence::FenceLog,
+    self_fenced: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cp {
@@ -252,9 +296,14 @@ impl Cp {
                 clock,
                 status,
                 config,
+                deadlines: leases::Deadlines::default(),
+                fences: fence::FenceLog::default(),
+                self_fenced: std::sync::atomic::AtomicBool::new(false),
             }),
         };
+        tokio::spawn(cp.clone().watch_leadership());
         tokio::spawn(cp.clone().bootstrap());
+        tokio::spawn(cp.clone().expire_leases());
         Ok(cp)
     }
 
@@ -325,6 +374,7 @@ impl Cp {
 
     /// Refuses up front when this node's side holds no quorum.
     fn check_quorum(&self) -> Result<(), CpRequestError> {
+        self.check_self_fence()?;
         let status = self.inner.status.borrow();
         if status.quorum.held {
             return Ok(());
@@ -428,6 +478,7 @@ impl Cp {
         request: RangeRequest,
         consistency: Consistency,
     ) -> Result<ReadOutcome, CpRequestError> {
+        self.check_self_fence()?;
         if consistency == Consistency::Stale {
             return self.read_local(&request, Consistency::Stale);
         }
@@ -506,6 +557,7 @@ impl Cp {
                     .await
                     .map(|outcome| outcome.response),
             ),
+            RpcRequest::KeepAlive(id) => RpcReply::KeepAlive(self.keep_alive_as_leader(id)),
         };
         self.inner.rpc.reply(from, id, reply);
     }
@@ -550,11 +602,291 @@ impl Cp {
             last_log_index: metrics.last_log_index,
             voters: metrics.membership_config.voter_ids().collect(),
             revision: self.inner.state.read().machine.revision(),
+            fences: self.inner.fences.records(),
+            self_fenced: self
+                .inner
+                .self_fenced
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
     /// The replica, for local queries (fence checks, watches).
     pub fn state(&self) -> &SharedState {
         &self.inner.state
+    }
+}
+
+/// Leases and locks.
+impl Cp {
+    /// Grants a lease of `ttl_secs` (id 0: the state machine picks one).
+    pub async fn lease_grant(
+        &self,
+        id: i64,
+        ttl_secs: i64,
+    ) -> Result<isle_cp::command::LeaseGrantResponse, CpRequestError> {
+        let request = isle_cp::command::LeaseGrantRequest { id, ttl_secs };
+        match self
+            .write(Command::new(isle_cp::Request::LeaseGrant(request)))
+            .await?
+        {
+            Response::LeaseGrant(granted) => Ok(granted),
+            other => Err(CpRequestError::Internal(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Revokes a lease: every key attached to it is deleted in one revision.
+    pub async fn lease_revoke(
+        &self,
+        id: i64,
+    ) -> Result<isle_cp::command::LeaseRevokeResponse, CpRequestError> {
+        let request = isle_cp::command::LeaseRevokeRequest { id };
+        match self
+            .write(Command::new(isle_cp::Request::LeaseRevoke(request)))
+            .await?
+        {
+            Response::LeaseRevoke(revoked) => Ok(revoked),
+            other => Err(CpRequestError::Internal(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Extends a lease by its TTL (on the leader, which alone tracks deadlines); returns the TTL.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, CpRequestError> {
+        self.check_quorum()?;
+        let timeout = self.timeout();
+        let leader = self.leader(timeout).await?;
+        if leader == self.inner.me.0 {
+            return self.keep_alive_as_leader(id);
+        }
+        match self
+            .inner
+            .rpc
+            .request(NodeId(leader), RpcRequest::KeepAlive(id), timeout)
+            .await
+        {
+            Ok(RpcReply::KeepAlive(result)) => result,
+            Ok(other) => Err(CpRequestError::Internal(format!(
+                "mismatched reply {other:?}"
+            ))),
+            Err(failure) => Err(CpRequestError::NoLeader {
+                detail: failure.to_string(),
+            }),
+        }
+    }
+
+    fn keep_alive_as_leader(&self, id: i64) -> Result<i64, CpRequestError> {
+        if self.current_leader() != Some(self.inner.me.0) {
+            return Err(CpRequestError::NoLeader {
+                detail: "keep-alive sent to a non-leader".into(),
+            });
+        }
+        let Some(lease) = self.inner.state.read().machine.lease(id) else {
+            return Err(CpRequestError::Rejected(CpError::LeaseNotFound { id }));
+        };
+        // A lease granted too recently for the expiry task to track starts at now + ttl anyway.
+        self.inner
+            .deadlines
+            .keep_alive(id, lease.ttl_secs, self.inner.clock.now());
+        Ok(lease.ttl_secs)
+    }
+
+    /// A lease's granted TTL and, on the leader, the seconds left.
+    pub fn lease_ttl(&self, id: i64) -> Option<(i64, Option<i64>)> {
+        let lease = self.inner.state.read().machine.lease(id)?;
+        let remaining = self
+            .inner
+            .deadlines
+            .remaining_ms(id, self.inner.clock.now())
+            .map(|ms| i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX));
+        Some((lease.ttl_secs, remaining))
+    }
+
+    /// Every lease of the replica.
+    pub fn leases(&self) -> Vec<isle_cp::command::LeaseInfo> {
+        self.inner.state.read().machine.leases()
+    }
+
+    /// On the leader, revokes leases whose deadline passed; runs for the node's life.
+    async fn expire_leases(self) {
+        let period = Duration::from_millis(self.inner.config.heartbeat_ms.max(50));
+        loop {
+            self.inner.clock.sleep(period).await;
+            let (is_leader, term) = {
+                let metrics = self.inner.raft.metrics();
+                let metrics = metrics.borrow_watched();
+                (
+                    metrics.current_leader == Some(self.inner.me.0),
+                    metrics.current_term,
+                )
+            };
+            if !is_leader {
+                self.inner.deadlines.clear();
+                continue;
+            }
+            let leases: BTreeMap<i64, i64> = self
+                .leases()
+                .into_iter()
+                .map(|lease| (lease.id, lease.ttl_secs))
+                .collect();
+            let now = self.inner.clock.now();
+            for id in self.inner.deadlines.expired(term, now, &leases) {
+                info!(lease = id, "lease expired: revoking");
+                let request = isle_cp::command::LeaseRevokeRequest { id };
+                if let Err(err) = self
+                    .write_as_leader(Command::new(isle_cp::Request::LeaseRevoke(request)))
+                    .await
+                {
+                    info!(lease = id, %err, "lease revoke not applied; will retry");
+                }
+            }
+        }
+    }
+
+    /// Acquires lock `name` under `lease`, waiting in queue order up to `timeout`. The answer's
+    /// `token` is the fencing token: present it with writes that the lock protects.
+    pub async fn lock(
+        &self,
+        name: &str,
+        lease: i64,
+        timeout: Duration,
+    ) -> Result<isle_cp::command::LockAcquireResponse, CpRequestError> {
+        let request = isle_cp::command::LockAcquireRequest {
+            name: name.to_string(),
+            lease,
+        };
+        let mut acquired = match self
+            .write(Command::new(isle_cp::Request::LockAcquire(request)))
+            .await?
+        {
+            Response::LockAcquire(acquired) => acquired,
+            other => {
+                return Err(CpRequestError::Internal(format!(
+                    "unexpected answer {other:?}"
+                )));
+            }
+        };
+        if acquired.is_holder {
+            return Ok(acquired);
+        }
+        let mut metrics = self.inner.raft.metrics();
+        let turn = async {
+            loop {
+                if self
+                    .inner
+                    .state
+                    .read()
+                    .machine
+                    .is_holder(name, &acquired.key)
+                {
+                    return true;
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        let ours = tokio::select! {
+            biased;
+            ours = turn => ours,
+            () = self.inner.clock.sleep(timeout) => false,
+        };
+        if ours {
+            acquired.is_holder = true;
+            return Ok(acquired);
+        }
+        // Withdraw from the queue so a later holder is not blocked by an abandoned waiter.
+        let _ = self.unlock(acquired.key.clone()).await;
+        Err(CpRequestError::LockTimeout {
+            name: name.to_string(),
+            waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Releases a lock (or withdraws a waiter) by its key.
+    pub async fn unlock(
+        &self,
+        key: Vec<u8>,
+    ) -> Result<isle_cp::command::LockReleaseResponse, CpRequestError> {
+        let request = isle_cp::command::LockReleaseRequest { key };
+        match self
+            .write(Command::new(isle_cp::Request::LockRelease(request)))
+            .await?
+        {
+            Response::LockRelease(released) => Ok(released),
+            other => Err(CpRequestError::Internal(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Completes whenever the replica applies something (or the Raft metrics change): the
+    /// wake-up for watches and lock waits.
+    pub async fn changed(&self) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        metrics.changed().await.is_ok()
+    }
+}
+
+/// Fencing: STONITH of the previous leader, and self-fencing in a long minority.
+impl Cp {
+    /// Refuses everything once this node has spent `self_fence_after_ms` in Emergency; lifts
+    /// when the node leaves Emergency.
+    fn check_self_fence(&self) -> Result<(), CpRequestError> {
+        use std::sync::atomic::Ordering;
+        let Some(after_ms) = self.inner.config.self_fence_after_ms else {
+            return Ok(());
+        };
+        let fenced = {
+            let status = self.inner.status.borrow();
+            status.state == isle_detect::State::Emergency && status.state_for_ms >= after_ms
+        };
+        let was = self.inner.self_fenced.swap(fenced, Ordering::Relaxed);
+        if fenced != was {
+            info!(fenced, after_ms, "self-fence");
+        }
+        if fenced {
+            Err(CpRequestError::SelfFenced { after_ms })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Watches Raft's leader; on becoming leader of a new term, fences the previous leader.
+    async fn watch_leadership(self) {
+        let mut metrics = self.inner.raft.metrics();
+        let mut last_other_leader: Option<u64> = None;
+        let mut fenced_term: Option<u64> = None;
+        loop {
+            let (leader, term) = {
+                let m = metrics.borrow_and_update();
+                (m.current_leader, m.current_term)
+            };
+            match leader {
+                Some(id) if id == self.inner.me.0 && fenced_term != Some(term) => {
+                    fenced_term = Some(term);
+                    self.fence_previous(last_other_leader, term).await;
+                }
+                Some(id) if id != self.inner.me.0 => last_other_leader = Some(id),
+                _ => {}
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Runs the fence command against `previous` (if both are known) and records the outcome.
+    async fn fence_previous(&self, previous: Option<u64>, term: u64) {
+        let (Some(previous), Some(command)) =
+            (previous, self.inner.config.fence_command.as_deref())
+        else {
+            return;
+        };
+        let timeout = Duration::from_millis(self.inner.config.fence_timeout_ms);
+        let record = fence::run(command, previous, term, timeout, &self.inner.clock).await;
+        self.inner.fences.push(record);
     }
 }

@@ -1,0 +1,155 @@
+//! `isle lease`, `isle lock`, `isle txn`: leases, fenced locks and transactions of the CP
+//! keyspace from the command line.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client;
+
+/// `isle lease ...`
+#[derive(Subcommand, Debug)]
+pub enum LeaseCommand {
+    /// Grant a lease; keys attached to it vanish when it expires or is revoked.
+    Grant {
+        /// HTTP address of any node.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        http: String,
+        /// Time to live in seconds.
+        ttl_secs: i64,
+    },
+    /// Extend a lease by its TTL.
+    KeepAlive {
+        /// HTTP address of any node.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        http: String,
+        /// Lease id.
+        id: i64,
+    },
+    /// Revoke a lease and delete its keys.
+    Revoke {
+        /// HTTP address of any node.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        http: String,
+        /// Lease id.
+        id: i64,
+    },
+    /// List leases (remaining TTL is known to the leader).
+    List {
+        /// HTTP address of any node.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        http: String,
+    },
+}
+
+/// Runs `isle lease ...`.
+pub async fn lease(command: LeaseCommand) -> anyhow::Result<()> {
+    let client = client::http()?;
+    match command {
+        LeaseCommand::Grant { http, ttl_secs } => {
+            let body = json!({"ttl_secs": ttl_secs});
+            let answer = client::post(&client, &http, "/v1/cp/lease/grant", &body).await?;
+            println!(
+                "lease {} granted with TTL {}s",
+                answer["id"], answer["ttl_secs"]
+            );
+        }
+        LeaseCommand::KeepAlive { http, id } => {
+            let answer =
+                client::post(&client, &http, "/v1/cp/lease/keepalive", &json!({"id": id})).await?;
+            println!("lease {id} kept alive, TTL {}s", answer["ttl_secs"]);
+        }
+        LeaseCommand::Revoke { http, id } => {
+            client::post(&client, &http, "/v1/cp/lease/revoke", &json!({"id": id})).await?;
+            println!("lease {id} revoked");
+        }
+        LeaseCommand::List { http } => {
+            let answer = client::get(&client, &http, "/v1/cp/leases").await?;
+            println!("{}", serde_json::to_string_pretty(&answer["leases"])?);
+        }
+    }
+    Ok(())
+}
+
+/// Flags of `isle lock`.
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// HTTP address of any node.
+    #[arg(long, default_value = "127.0.0.1:8401")]
+    http: String,
+    /// Lock name.
+    name: String,
+    /// TTL of the lease the lock is held under, seconds.
+    #[arg(long, default_value_t = 10)]
+    ttl_secs: i64,
+    /// Give up waiting after this many milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+}
+
+/// Acquires a lock, prints its fencing token, holds it (keeping the lease alive) until Ctrl-C,
+/// then releases it.
+pub async fn lock(args: LockArgs) -> anyhow::Result<()> {
+    let client = client::http()?;
+    let grant = json!({"ttl_secs": args.ttl_secs});
+    let lease = client::post(&client, &args.http, "/v1/cp/lease/grant", &grant).await?;
+    let lease_id = lease["id"].as_i64().context("lease grant without id")?;
+    let body = json!({"name": args.name, "lease": lease_id, "timeout_ms": args.timeout_ms});
+    let waiting = reqwest::Client::builder()
+        .timeout(Duration::from_millis(args.timeout_ms + 5_000))
+        .build()?;
+    let held = client::post(&waiting, &args.http, "/v1/cp/lock", &body).await?;
+    println!(
+        "locked {} key={} token={} lease={lease_id}\n(present --fence-lock {} --fence-token {} \
+         with protected writes; Ctrl-C releases)",
+        args.name, held["key"], held["token"], args.name, held["token"]
+    );
+    let period = Duration::from_secs(u64::try_from(args.ttl_secs.max(3) / 3).unwrap_or(1));
+    let keep_alive = json!({"id": lease_id});
+    loop {
+        tokio::select! {
+            biased;
+            _ = tokio::signal::ctrl_c() => break,
+            () = tokio::time::sleep(period) => {
+                if let Err(err) = client::post(&client, &args.http, "/v1/cp/lease/keepalive", &keep_alive).await {
+                    eprintln!("keep-alive failed: {err:#}; the lock may be lost");
+                }
+            }
+        }
+    }
+    client::post(
+        &client,
+        &args.http,
+        "/v1/cp/unlock",
+        &json!({"key": held["key"]}),
+    )
+    .await?;
+    client::post(&client, &args.http, "/v1/cp/lease/revoke", &keep_alive).await?;
+    println!("released {}", args.name);
+    Ok(())
+}
+
+/// Flags of `isle txn`.
+#[derive(Args, Debug)]
+pub struct TxnArgs {
+    /// HTTP address of any node.
+    #[arg(long, default_value = "127.0.0.1:8401")]
+    http: String,
+    /// The transaction as JSON (see `/v1/cp/txn`); `-` reads it from standard input.
+    json: String,
+}
+
+/// Runs one transaction and prints the answer.
+pub async fn txn(args: TxnArgs) -> anyhow::Result<()> {
+    let text = if args.json == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the transaction from stdin")?
+    } else {
+        args.json
+    };
+    let body: Value = serde_json::from_str(&text).context("the transaction is not valid JSON")?;
+    let answer = client::post(&client::http()?, &args.http, "/v1/cp/txn", &body).await?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
