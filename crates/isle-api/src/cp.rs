@@ -10,6 +10,8 @@
 //! - `POST /v1/cp/lock` `{"name", "lease", "timeout_ms"?}` → `{"key", "token", ...}` (waits in
 //!   queue order), `POST /v1/cp/unlock` `{"key"}`
 //! - `POST /v1/cp/txn` — see [`crate::txn`]
+//! - `GET /v1/cp/members`, `POST /v1/cp/members` `{"AddLearner": 4}` | `{"Promote": 4}` |
+//!   `{"Remove": 4}` — runtime membership of the Raft group
 //!
 //! Refusals are typed: 503 `NoQuorum`/`NoLeader`/`NotInitialized`, 504 `Timeout`
 //! (indeterminate), 409 `FencingTokenStale`, 400 other rejections.
@@ -20,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use isle_cp::command::{DeleteRangeRequest, Fence, KeyValue, PutRequest, RangeRequest, prefix_end};
 use isle_cp::{Command, CpError, Request};
 use isle_node::NodeHandle;
-use isle_node::cp::{Consistency, CpRequestError};
+use isle_node::cp::{Consistency, CpRequestError, MembershipChange};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -340,6 +342,20 @@ pub(crate) async fn unlock(
             "released": released.released, "revision": released.header_revision,
         }))
         .into_response(),
+        Err(err) => refusal(&err),
+    }
+}
+
+pub(crate) async fn members(State(node): State<NodeHandle>) -> Response {
+    axum::Json(node.cp.membership()).into_response()
+}
+
+pub(crate) async fn change_members(
+    State(node): State<NodeHandle>,
+    axum::Json(change): axum::Json<MembershipChange>,
+) -> Response {
+    match node.cp.change_membership(change).await {
+        Ok(membership) => axum::Json(membership).into_response(),
         Err(err) => refusal(&err),
     }
 }

@@ -46,6 +46,7 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/v1/cp/lock", post(cp::lock))
         .route("/v1/cp/unlock", post(cp::unlock))
         .route("/v1/cp/txn", post(txn::txn))
+        .route("/v1/cp/members", get(cp::members).post(cp::change_members))
         .with_state(node)
 }
 

@@ -41,6 +41,8 @@ pub enum RpcRequest {
     Read(RangeRequest),
     /// A lease keep-alive forwarded to the leader (expiry is leader-local, not replicated).
     KeepAlive(i64),
+    /// A membership change forwarded to the leader.
+    Membership(crate::cp::MembershipChange),
 }
 
 /// Answers to [`RpcRequest`]s.
@@ -54,6 +56,8 @@ pub enum RpcReply {
     Read(Result<RangeResponse, CpRequestError>),
     /// Answer to [`RpcRequest::KeepAlive`]: the lease's TTL in seconds.
     KeepAlive(Result<i64, CpRequestError>),
+    /// Answer to [`RpcRequest::Membership`]: the membership after the change.
+    Membership(Result<crate::cp::Membership, CpRequestError>),
 }
 
 /// A heartbeat: "I am alive", who I am, who I know, and who sees whom as far as I know.

@@ -153,3 +153,72 @@ pub async fn txn(args: TxnArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
+
+/// `isle member ...`
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Voters and learners of the CP Raft group.
+    List {
+        /// HTTP address of any node.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        http: String,
+    },
+    /// Add a running node (started with --peers pointing here) as a learner; with --promote,
+    /// make it a voter once it has caught up.
+    Add {
+        /// HTTP address of any node.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        http: String,
+        /// The node's id.
+        id: u64,
+        /// Also promote it to voter.
+        #[arg(long)]
+        promote: bool,
+    },
+    /// Promote a learner to voter.
+    Promote {
+        /// HTTP address of any node.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        http: String,
+        /// The node's id.
+        id: u64,
+    },
+    /// Remove a voter from the group.
+    Remove {
+        /// HTTP address of any node.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        http: String,
+        /// The node's id.
+        id: u64,
+    },
+}
+
+/// Runs `isle member ...`.
+pub async fn member(command: MemberCommand) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let change = |http: &str, body: Value| {
+        let client = client.clone();
+        let http = http.to_string();
+        async move { client::post(&client, &http, "/v1/cp/members", &body).await }
+    };
+    let answer = match command {
+        MemberCommand::List { http } => client::get(&client, &http, "/v1/cp/members").await?,
+        MemberCommand::Add { http, id, promote } => {
+            let added = change(&http, json!({"AddLearner": id})).await?;
+            if promote {
+                change(&http, json!({"Promote": id})).await?
+            } else {
+                added
+            }
+        }
+        MemberCommand::Promote { http, id } => change(&http, json!({"Promote": id})).await?,
+        MemberCommand::Remove { http, id } => change(&http, json!({"Remove": id})).await?,
+    };
+    println!(
+        "voters: {}  learners: {}",
+        answer["voters"], answer["learners"]
+    );
+    Ok(())
+}

@@ -49,6 +49,9 @@ enum Command {
     Lease(coord::LeaseCommand),
     /// Acquire a lock, print its fencing token, hold it until Ctrl-C.
     Lock(coord::LockArgs),
+    /// Runtime membership of the CP Raft group.
+    #[command(subcommand)]
+    Member(coord::MemberCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +84,7 @@ fn main() -> std::process::ExitCode {
             Command::Txn(args) => coord::txn(args).await,
             Command::Lease(command) => coord::lease(command).await,
             Command::Lock(args) => coord::lock(args).await,
+            Command::Member(command) => coord::member(command).await,
         }
     });
     match result {

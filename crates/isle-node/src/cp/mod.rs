@@ -9,8 +9,10 @@
 
 mod fence;
 mod leases;
+mod membership;
 
 pub use fence::FenceRecord;
+pub use membership::{Membership, MembershipChange};
 
 use std::collections::BTreeMap;
 use std::io;
@@ -375,15 +377,32 @@ impl Cp {
     /// Refuses up front when this node's side holds no quorum.
     fn check_quorum(&self) -> Result<(), CpRequestError> {
         self.check_self_fence()?;
+        let voters = self.membership().voters;
         let status = self.inner.status.borrow();
-        if status.quorum.held {
+        // Raft counts its own voters, not every gossip member: judge reachability over them.
+        let verdict = if voters.is_empty() {
+            status.quorum.clone()
+        } else {
+            let voters: Vec<isle_quorum::Voter> = voters
+                .iter()
+                .map(|id| isle_quorum::Voter {
+                    id: NodeId(*id),
+                    weight: 1,
+                    zone: String::new(),
+                })
+                .collect();
+            let mut side = status.reachable.clone();
+            side.insert(status.node);
+            isle_quorum::evaluate(isle_quorum::Policy::Majority, &voters, &side)
+        };
+        if verdict.held {
             return Ok(());
         }
         Err(CpRequestError::NoQuorum {
-            reachable: status.quorum.have,
-            needed: status.quorum.need,
-            total: status.quorum.total,
-            unit: status.quorum.unit.to_string(),
+            reachable: verdict.have,
+            needed: verdict.need,
+            total: verdict.total,
+            unit: verdict.unit.to_string(),
             leader: self.current_leader(),
         })
     }
@@ -558,6 +577,9 @@ impl Cp {
                     .map(|outcome| outcome.response),
             ),
             RpcRequest::KeepAlive(id) => RpcReply::KeepAlive(self.keep_alive_as_leader(id)),
+            RpcRequest::Membership(change) => {
+                RpcReply::Membership(self.change_as_leader(change).await)
+            }
         };
         self.inner.rpc.reply(from, id, reply);
     }
