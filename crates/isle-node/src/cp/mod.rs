@@ -180,8 +180,8 @@ pub struct ReadOutcome {
     pub consistency: Consistency,
     /// The node whose replica answered.
     pub served_by: u64,
-    /// That replica's last applied log index.
-    pub applied_index: u64,
+    /// That replica's last applied log index, when it was this node's.
+    pub applied_index: Option<u64>,
 }
 
 /// The Raft side of `/v1/status`.
@@ -517,7 +517,7 @@ impl Cp {
                 response,
                 consistency,
                 served_by: leader,
-                applied_index: 0,
+                applied_index: None,
             }),
             Ok(other) => Err(CpRequestError::Internal(format!(
                 "mismatched reply {other:?}"
@@ -560,7 +560,7 @@ impl Cp {
             response,
             consistency,
             served_by: self.inner.me.0,
-            applied_index: replica.last_applied.map(|id| id.index).unwrap_or(0),
+            applied_index: Some(replica.last_applied.map(|id| id.index).unwrap_or(0)),
         })
     }
 
@@ -844,11 +844,18 @@ impl Cp {
         }
     }
 
-    /// Completes whenever the replica applies something (or the Raft metrics change): the
-    /// wake-up for watches and lock waits.
+    /// Completes at the next change after this call (an apply, or any Raft metrics change).
+    /// A loop that reads then waits should hold a [`Changes`] instead, so a change between its
+    /// read and its wait is not missed.
     pub async fn changed(&self) -> bool {
+        self.changes().next().await
+    }
+
+    /// A subscription to the replica's changes: the wake-up for watches and lock waits.
+    pub fn changes(&self) -> Changes {
         let mut metrics = self.inner.raft.metrics();
-        metrics.changed().await.is_ok()
+        metrics.borrow_and_update();
+        Changes(metrics)
     }
 }
 
@@ -910,5 +917,20 @@ impl Cp {
         let timeout = Duration::from_millis(self.inner.config.fence_timeout_ms);
         let record = fence::run(command, previous, term, timeout, &self.inner.clock).await;
         self.inner.fences.push(record);
+    }
+}
+
+/// See [`Cp::changes`].
+pub struct Changes(
+    openraft::type_config::alias::WatchReceiverOf<CpTypes, openraft::RaftMetrics<CpTypes>>,
+);
+
+impl Changes {
+    /// Waits for the next change since the last call (or since subscribing); false once Raft
+    /// has stopped.
+    pub async fn next(&mut self) -> bool {
+        let changed = self.0.changed().await.is_ok();
+        self.0.borrow_and_update();
+        changed
     }
 }
