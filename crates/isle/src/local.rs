@@ -178,10 +178,10 @@ async fn wait_or_child_exit(children: &mut [(u64, Child)]) -> anyhow::Result<()>
             _ = int.recv() => return Ok(()),
             _ = poll.tick() => {
                 for (id, child) in children.iter_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        if reported.insert(*id) {
-                            eprintln!("node {id} exited ({status}); the others keep running");
-                        }
+                    if let Ok(Some(status)) = child.try_wait()
+                        && reported.insert(*id)
+                    {
+                        eprintln!("node {id} exited ({status}); the others keep running");
                     }
                 }
             }

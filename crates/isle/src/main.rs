@@ -1,5 +1,6 @@
 //! `isle`: run a node, a local cluster, inspect a cluster, and reason about quorums.
 
+mod bench;
 mod client;
 mod coord;
 mod fault;
@@ -52,6 +53,9 @@ enum Command {
     /// Runtime membership of the CP Raft group.
     #[command(subcommand)]
     Member(coord::MemberCommand),
+    /// Benchmarks against a running cluster (or etcd).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -85,6 +89,7 @@ fn main() -> std::process::ExitCode {
             Command::Lease(command) => coord::lease(command).await,
             Command::Lock(args) => coord::lock(args).await,
             Command::Member(command) => coord::member(command).await,
+            Command::Bench(command) => bench::run(command).await,
         }
     });
     match result {
