@@ -1,4 +1,5 @@
-//! Isle's HTTP API: status, metrics and fault injection today; the keyspaces later.
+//! Isle's client APIs: HTTP (status, metrics, fault injection, the CP keyspace) and the etcd v3
+//! gRPC API ([`etcd`]).
 //!
 //! Routes:
 //! - `GET /v1/status` — this node's view of the cluster (JSON).
@@ -12,7 +13,9 @@
 //! Errors are JSON: `{"error": "...what failed and what to do..."}`.
 
 mod cp;
+pub mod etcd;
 mod txn;
+mod watch;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -47,6 +50,7 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/v1/cp/unlock", post(cp::unlock))
         .route("/v1/cp/txn", post(txn::txn))
         .route("/v1/cp/members", get(cp::members).post(cp::change_members))
+        .route("/v1/cp/watch", get(watch::watch))
         .with_state(node)
 }
 

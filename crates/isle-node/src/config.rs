@@ -22,6 +22,9 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Address of the client/admin HTTP API.
     pub http: String,
+    /// Address of the etcd v3 gRPC API; `None` serves none.
+    #[serde(default)]
+    pub grpc: Option<String>,
     /// Peer addresses to contact at start (any subset of the cluster; gossip finds the rest).
     #[serde(default)]
     pub peers: Vec<String>,

@@ -116,6 +116,7 @@ fn node_config(id: u64) -> NodeConfig {
         listen: format!("0.0.0.0:{PEER_PORT}"),
         advertise: Some(format!("{}:{PEER_PORT}", host_name(id))),
         http: format!("{}:8000", host_name(id)),
+        grpc: None,
         peers: (1..=NODES)
             .filter(|peer| *peer != id)
             .map(|peer| format!("{}:{PEER_PORT}", host_name(peer)))

@@ -17,7 +17,8 @@ pub struct LocalArgs {
     /// Directory holding each node's data dir and log (reused if it exists: same members).
     #[arg(long, default_value = "isle-local")]
     dir: PathBuf,
-    /// Node i listens for peers on BASE+i and for HTTP on BASE+1000+i.
+    /// Node i listens for peers on BASE+i, for HTTP on BASE+1000+i and for the etcd v3 gRPC
+    /// API on BASE+2000+i.
     #[arg(long, default_value_t = 7400)]
     base_port: u16,
     /// Zones to assign round-robin, comma-separated (e.g. east,east,east,west,west).
@@ -35,6 +36,7 @@ struct LocalNode {
     id: u64,
     peer: String,
     http: String,
+    grpc: String,
     data_dir: PathBuf,
     log: PathBuf,
 }
@@ -48,14 +50,16 @@ fn plan(args: &LocalArgs) -> anyhow::Result<Vec<LocalNode>> {
         let offset = u16::try_from(id)?;
         let peer_port = args.base_port.checked_add(offset);
         let http_port = args.base_port.checked_add(1000 + offset);
-        let (Some(peer_port), Some(http_port)) = (peer_port, http_port) else {
+        let grpc_port = args.base_port.checked_add(2000 + offset);
+        let (Some(peer_port), Some(http_port), Some(grpc_port)) = (peer_port, http_port, grpc_port)
+        else {
             bail!(
                 "--base-port {} is too high for {} nodes",
                 args.base_port,
                 args.nodes
             );
         };
-        for port in [peer_port, http_port] {
+        for port in [peer_port, http_port, grpc_port] {
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                 bail!("port {port} is in use: stop what holds it or pass another --base-port");
             }
@@ -65,6 +69,7 @@ fn plan(args: &LocalArgs) -> anyhow::Result<Vec<LocalNode>> {
             id,
             peer: format!("127.0.0.1:{peer_port}"),
             http: format!("127.0.0.1:{http_port}"),
+            grpc: format!("127.0.0.1:{grpc_port}"),
             log: data_dir.join("node.log"),
             data_dir,
         });
@@ -96,6 +101,8 @@ fn spawn(args: &LocalArgs, nodes: &[LocalNode], node: &LocalNode) -> anyhow::Res
             &node.peer,
             "--http",
             &node.http,
+            "--grpc",
+            &node.grpc,
         ])
         .arg("--data-dir")
         .arg(&node.data_dir)
@@ -142,13 +149,17 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         nodes.len(),
         dir.display()
     );
-    println!("{:<5} {:<18} {:<18} LOG", "NODE", "PEER", "HTTP");
+    println!(
+        "{:<5} {:<18} {:<18} {:<18} LOG",
+        "NODE", "PEER", "HTTP", "GRPC (etcd v3)"
+    );
     for node in &nodes {
         println!(
-            "{:<5} {:<18} {:<18} {}",
+            "{:<5} {:<18} {:<18} {:<18} {}",
             node.id,
             node.peer,
             node.http,
+            node.grpc,
             node.log.display()
         );
     }
@@ -157,6 +168,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         println!(
             "split:   isle split --http {} \"1,2,3|4,5\"   heal: isle heal --http {}",
             first.http, first.http
+        );
+        let endpoints: Vec<&str> = nodes.iter().map(|n| n.grpc.as_str()).collect();
+        println!(
+            "etcdctl: ETCDCTL_API=3 etcdctl --endpoints {} get --prefix \"\"",
+            endpoints.join(",")
         );
     }
     println!("Ctrl-C stops every node.");

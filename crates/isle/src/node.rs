@@ -26,6 +26,9 @@ pub struct NodeArgs {
     /// HTTP (client and admin) address.
     #[arg(long)]
     http: Option<String>,
+    /// etcd v3 gRPC API address (etcdctl, etcd client libraries); none if unset.
+    #[arg(long)]
+    grpc: Option<String>,
     /// Seed peers' transport addresses, comma-separated.
     #[arg(long, value_delimiter = ',')]
     peers: Option<Vec<String>>,
@@ -82,6 +85,7 @@ impl NodeArgs {
                     listen,
                     advertise: None,
                     http,
+                    grpc: None,
                     peers: Vec::new(),
                     data_dir,
                     zone: String::new(),
@@ -105,6 +109,9 @@ impl NodeArgs {
         }
         if let Some(http) = self.http {
             config.http = http;
+        }
+        if let Some(grpc) = self.grpc {
+            config.grpc = Some(grpc);
         }
         if let Some(peers) = self.peers {
             config.peers = peers.into_iter().filter(|p| !p.is_empty()).collect();
@@ -150,6 +157,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&http)
         .await
         .with_context(|| format!("cannot listen for HTTP on {http}"))?;
+    let grpc = match &config.grpc {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for gRPC on {addr}"))?,
+        ),
+        None => None,
+    };
     let pid_file = config.data_dir.join("isle.pid");
     let node = isle_node::start(config).await?;
     // For operators and fence scripts (`isle local --stonith` kills a zombie leader by it).
@@ -161,9 +176,28 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(isle_api::serve(node.clone(), listener, async move {
         let _ = stop_rx.await;
     }));
+    let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc_server = grpc.map(|listener| {
+        info!(addr = ?listener.local_addr().ok(), "serving the etcd v3 gRPC API");
+        let clock: std::sync::Arc<dyn isle_env::Clock> =
+            std::sync::Arc::new(isle_env::SystemClock::new());
+        tokio::spawn(isle_api::etcd::serve(
+            node.clone(),
+            clock,
+            listener,
+            async move {
+                let _ = grpc_stop_rx.await;
+            },
+        ))
+    });
     wait_for_signal().await?;
     info!("shutting down");
     let _ = stop_tx.send(());
+    let _ = grpc_stop_tx.send(());
+    // Watch and keep-alive streams never end on their own: do not wait for them.
+    if let Some(server) = grpc_server {
+        server.abort();
+    }
     node.shutdown().await;
     match server.await {
         Ok(result) => result.context("HTTP server")?,

@@ -61,9 +61,6 @@ pub const CLUSTER_ID: u64 = 0x6973_6c65_0000_0001;
 /// The server version reported by `Maintenance.Status`.
 pub const VERSION: &str = "3.5.0-isle";
 
-/// How often the revision notifier looks at the replica's revision.
-const POLL: Duration = Duration::from_millis(10);
-
 /// How long a Lock or Campaign call waits for its turn (unless the client gives up first).
 const LOCK_WAIT: Duration = Duration::from_secs(300);
 
@@ -73,32 +70,43 @@ pub(crate) struct Etcd {
     node: NodeHandle,
     clock: Arc<dyn Clock>,
     revision: notify::Receiver<i64>,
+    /// This server's address as a URL, for MemberList.
+    client_url: String,
 }
 
 impl Etcd {
-    /// Starts the revision notifier (it ends when every receiver is gone).
-    fn new(node: NodeHandle, clock: Arc<dyn Clock>) -> Etcd {
+    /// Starts the revision notifier: it republishes the replica's revision after every apply
+    /// and ends when every receiver is gone (or Raft stops).
+    fn new(node: NodeHandle, clock: Arc<dyn Clock>, client_url: String) -> Etcd {
         let current = node.cp.state().read().machine.revision();
         let (tx, rx) = notify::channel(current);
         let cp = node.cp.clone();
-        let ticker = Arc::clone(&clock);
-        // `Cp::changed` resolves at once (its receiver clone never marks the metrics seen), so
-        // it cannot serve as a wake-up; look at the revision every POLL instead and publish it.
+        // Subscribe before the first read, so no change between a read and the wait is missed.
+        let mut changes = cp.changes();
         tokio::spawn(async move {
-            while !tx.is_closed() {
+            loop {
                 let revision = cp.state().read().machine.revision();
                 tx.send_if_modified(|seen| {
                     let changed = *seen != revision;
                     *seen = revision;
                     changed
                 });
-                ticker.sleep(POLL).await;
+                tokio::select! {
+                    biased;
+                    () = tx.closed() => return,
+                    more = changes.next() => {
+                        if !more {
+                            return;
+                        }
+                    }
+                }
             }
         });
         Etcd {
             node,
             clock,
             revision: rx,
+            client_url,
         }
     }
 
@@ -139,7 +147,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let etcd = Etcd::new(node, clock);
+    let client_url = match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}"),
+        Err(_) => String::new(),
+    };
+    let etcd = Etcd::new(node, clock, client_url);
     tonic::transport::Server::builder()
         .add_service(rpc::kv_server::KvServer::new(kv::KvService(etcd.clone())))
         .add_service(rpc::watch_server::WatchServer::new(watch::WatchService(

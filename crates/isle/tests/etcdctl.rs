@@ -1,0 +1,443 @@
+//! etcd compatibility: Debian's `etcdctl` (ETCDCTL_API=3) runs one script — put, get by key and
+//! prefix, del, interactive txn, watch, lease grant/keep-alive/timetolive/revoke, lock (with a
+//! waiting second locker), elect and observe, endpoint status/health — against a 3-node Isle
+//! cluster's etcd v3 gRPC API, and, when `etcd` (etcd-server) is installed, against a real
+//! single-node etcd; the answers must match once lease ids, revisions, member ids and timings
+//! are normalised. Skips (with a message) when `etcdctl` is not installed.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{LocalCluster, NodeSpec, free_port, wait_for};
+
+fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// `etcdctl` pointed at `endpoints`.
+fn etcdctl(endpoints: &str) -> Command {
+    let mut command = Command::new("etcdctl");
+    command
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout=20s"]);
+    command
+}
+
+/// Runs `etcdctl ARGS` (feeding `stdin`), returns stdout; panics with stderr on failure.
+fn run(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+    run_capturing(endpoints, args, stdin).0
+}
+
+/// As [`run`], returning (stdout, stderr).
+fn run_capturing(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (String, String) {
+    let mut child = etcdctl(endpoints)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcdctl");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    let output = child.wait_with_output().expect("etcdctl output");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?} against {endpoints} failed: {stderr}\nstdout: {stdout}"
+    );
+    (stdout, stderr)
+}
+
+/// A background `etcdctl` whose stdout lines arrive on a channel.
+struct Background {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Background {
+    fn spawn(endpoints: &str, args: &[&str]) -> Background {
+        let mut child = etcdctl(endpoints)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcdctl");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Background { child, lines }
+    }
+
+    /// The next `n` lines (panics after `limit`).
+    fn take(&self, n: usize, limit: Duration, what: &str) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(_) => panic!("{what}: got only {out:?} within {limit:?}"),
+            }
+        }
+        out
+    }
+
+    /// Whether a line arrives within `wait`.
+    fn quiet_for(&self, wait: Duration) -> bool {
+        self.lines.recv_timeout(wait).is_err()
+    }
+
+    /// SIGTERM (etcdctl then unlocks / resigns and closes its session), and reap.
+    fn stop(mut self) {
+        let _ = terminate(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGTERM through the `kill` command (the workspace forbids `unsafe`).
+fn terminate(pid: u32) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+}
+
+/// Replaces what legitimately differs between two servers: lease ids (and the lock/election
+/// keys built from them), remaining TTLs, timings and endpoint addresses.
+fn normalise(text: &str, endpoints: &str) -> String {
+    let mut text = text.to_string();
+    for endpoint in endpoints.split(',') {
+        text = text.replace(endpoint, "<EP>");
+    }
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words: Vec<String> = line.split(' ').map(String::from).collect();
+        for i in 0..words.len() {
+            if i > 0 && words[i - 1] == "lease" {
+                words[i] = "<ID>".into();
+            }
+            if let Some(start) = words[i].find("remaining(") {
+                words[i] = format!("{}remaining(<N>s),", &words[i][..start]);
+            }
+            if i > 1 && words[i - 2] == "took" && words[i - 1] == "=" {
+                words[i] = "<T>".into();
+            }
+        }
+        let mut line = words.join(" ");
+        for prefix in ["mylock2/", "myelection/"] {
+            if line.starts_with(prefix) {
+                line = format!("{prefix}<ID>");
+            }
+        }
+        if line.len() == 16 && line.bytes().all(|b| b.is_ascii_hexdigit()) {
+            line = "<ID>".into();
+        }
+        out.push(line);
+    }
+    out.join("\n")
+}
+
+/// The script; returns (step, normalised output) pairs.
+fn script(endpoints: &str) -> Vec<(String, String)> {
+    let mut steps = Vec::new();
+    let mut step = |name: &str, output: String| {
+        steps.push((name.to_string(), normalise(output.trim_end(), endpoints)));
+    };
+    let e = endpoints;
+    step("put foo", run(e, &["put", "foo", "bar"], None));
+    step("get foo", run(e, &["get", "foo"], None));
+    step("put foo2", run(e, &["put", "foo2", "baz"], None));
+    step(
+        "put prev-kv",
+        run(e, &["put", "foo2", "qux", "--prev-kv"], None),
+    );
+    step("get --prefix", run(e, &["get", "--prefix", "foo"], None));
+    step(
+        "get --prefix --keys-only --limit",
+        run(
+            e,
+            &["get", "--prefix", "foo", "--keys-only", "--limit", "1"],
+            None,
+        ),
+    );
+    step(
+        "get --from-key --sort-by",
+        run(
+            e,
+            &[
+                "get",
+                "--from-key",
+                "a",
+                "--sort-by=MODIFY",
+                "--order=DESCEND",
+            ],
+            None,
+        ),
+    );
+    step("get missing", run(e, &["get", "nope"], None));
+    step("del foo2", run(e, &["del", "foo2"], None));
+    step("get after del", run(e, &["get", "--prefix", "foo"], None));
+    let txn_ok = "value(\"foo\") = \"bar\"\nversion(\"foo\") > \"0\"\n\nput t1 yes\nget foo\n\nput t1 no\n\n";
+    step("txn success", run(e, &["txn", "-i"], Some(txn_ok)));
+    let txn_fail = "value(\"foo\") = \"nope\"\n\nput t2 yes\n\nput t2 no\ndel t1\n\n";
+    step("txn failure", run(e, &["txn", "-i"], Some(txn_fail)));
+    step("get t", run(e, &["get", "--prefix", "t"], None));
+
+    // Watch: a background watcher sees a put, a delete and another put, in order.
+    let watcher = Background::spawn(e, &["watch", "--prefix", "w"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    run(e, &["put", "w1", "a"], None);
+    run(e, &["del", "w1"], None);
+    run(e, &["put", "w2", "b"], None);
+    let seen = watcher.take(9, Duration::from_secs(15), "watch events");
+    drop(watcher);
+    step("watch", seen.join("\n"));
+    step("watch --rev replay", {
+        let replay = Background::spawn(e, &["watch", "--prefix", "w", "--rev", "1"]);
+        let lines = replay.take(9, Duration::from_secs(15), "watch replay");
+        lines.join("\n")
+    });
+
+    // Leases.
+    let granted = run(e, &["lease", "grant", "30"], None);
+    let id = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    step("lease grant", granted);
+    step(
+        "put with lease",
+        run(e, &["put", "lk", "v", &format!("--lease={id}")], None),
+    );
+    step(
+        "lease keep-alive --once",
+        run(e, &["lease", "keep-alive", "--once", &id], None),
+    );
+    step(
+        "lease timetolive --keys",
+        run(e, &["lease", "timetolive", "--keys", &id], None),
+    );
+    step("lease revoke", run(e, &["lease", "revoke", &id], None));
+    step("get after revoke", run(e, &["get", "lk"], None));
+    step(
+        "lease timetolive after revoke",
+        run(e, &["lease", "timetolive", &id], None),
+    );
+
+    // Locks: one with a command; then a holder and a second locker that must wait for it.
+    step(
+        "lock -- command",
+        run(e, &["lock", "mylock", "--", "echo", "locked"], None),
+    );
+    let holder = Background::spawn(e, &["lock", "mylock2"]);
+    let key = holder.take(1, Duration::from_secs(15), "lock holder");
+    step("lock holder", key.join("\n"));
+    let second = Background::spawn(e, &["lock", "mylock2", "--", "echo", "second"]);
+    let waited = second.quiet_for(Duration::from_secs(2));
+    step("second locker waits", format!("waited: {waited}"));
+    holder.stop();
+    let got = second.take(1, Duration::from_secs(15), "second locker");
+    step("second locker after release", got.join("\n"));
+    drop(second);
+
+    // Election: a campaigner wins and an observer sees its proposal.
+    let campaigner = Background::spawn(e, &["elect", "myelection", "p1"]);
+    let won = campaigner.take(2, Duration::from_secs(15), "campaign");
+    step("elect", won.join("\n"));
+    let observer = Background::spawn(e, &["elect", "-l", "myelection"]);
+    let observed = observer.take(2, Duration::from_secs(15), "observe");
+    step("elect -l", observed.join("\n"));
+    drop(observer);
+    campaigner.stop();
+
+    // Endpoint status: same columns (ids, versions and indexes differ by nature).
+    let first = e.split(',').next().expect("an endpoint");
+    let status = run(first, &["endpoint", "status"], None);
+    let columns = status.trim_end().split(", ").count();
+    assert!(
+        status.contains(", 3."),
+        "endpoint status shows a 3.x version: {status}"
+    );
+    step("endpoint status columns", columns.to_string());
+    // etcdctl 3.4 prints the health line on stderr.
+    let (out, err) = run_capturing(first, &["endpoint", "health"], None);
+    step("endpoint health", format!("{out}{err}"));
+    steps
+}
+
+/// A 3-node Isle cluster serving gRPC; returns it and the comma-separated gRPC endpoints.
+fn isle_cluster() -> (LocalCluster, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peers: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let grpc: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let nodes = (1..=3u64)
+        .map(|id| {
+            let index = (id - 1) as usize;
+            NodeSpec {
+                id,
+                peer: peers[index].clone(),
+                http: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("n{id}")),
+                peers: peers
+                    .iter()
+                    .filter(|p| **p != peers[index])
+                    .cloned()
+                    .collect(),
+                extra: vec![
+                    "--bootstrap-expect".into(),
+                    "3".into(),
+                    "--grpc".into(),
+                    grpc[index].clone(),
+                ],
+                prefix: Vec::new(),
+            }
+            .spawn()
+        })
+        .collect();
+    (LocalCluster { nodes, dir }, grpc.join(","))
+}
+
+/// A single-node etcd on loopback ports in `dir`; returns it and its client endpoint.
+fn etcd_server(dir: &Path) -> (Background, String) {
+    let client = format!("127.0.0.1:{}", free_port());
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let child = Command::new("etcd")
+        .args(["--name", "default", "--data-dir"])
+        .arg(dir.join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://{client}"),
+            "--advertise-client-urls",
+            &format!("http://{client}"),
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("default={peer}"),
+            "--log-level",
+            "error",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn etcd");
+    let (_, lines) = mpsc::channel();
+    (Background { child, lines }, client)
+}
+
+fn wait_serving(endpoints: &str, what: &str) {
+    wait_for(what, Duration::from_secs(30), || {
+        let output = etcdctl(endpoints)
+            .args(["put", "ready", "1"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let mut err = String::new();
+        let _ = output.stderr.as_slice().read_to_string(&mut err);
+        output.status.success().then_some(()).ok_or(err)
+    });
+    let output = etcdctl(endpoints).args(["del", "ready"]).output();
+    assert!(output.is_ok_and(|o| o.status.success()));
+}
+
+#[test]
+fn etcdctl_works_against_isle_as_against_etcd() {
+    if !installed("etcdctl") {
+        eprintln!(
+            "SKIPPED: etcdctl is not installed (apt-get install etcd-client; .ci/run installs it)"
+        );
+        return;
+    }
+    let (cluster, endpoints) = isle_cluster();
+    let _logs = cluster.logs_on_panic();
+    wait_serving(&endpoints, "Isle's gRPC API to accept a put");
+    let isle = script(&endpoints);
+
+    // Answers that must hold whatever the reference says.
+    let get = |name: &str| {
+        isle.iter()
+            .find(|(step, _)| step == name)
+            .map(|(_, out)| out.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(get("get foo"), "foo\nbar");
+    assert_eq!(get("get after del"), "foo\nbar");
+    assert_eq!(get("watch"), "PUT\nw1\na\nDELETE\nw1\n\nPUT\nw2\nb");
+    assert_eq!(get("second locker waits"), "waited: true");
+    assert_eq!(get("second locker after release"), "second");
+    assert_eq!(get("elect -l"), "myelection/<ID>\np1");
+    assert!(get("txn success").contains("\nSUCCESS\n"), "{isle:#?}");
+    assert!(get("txn failure").contains("\nFAILURE\n"), "{isle:#?}");
+    assert_eq!(get("get t"), "t2\nno");
+    assert!(get("endpoint health").contains("is healthy"), "{isle:#?}");
+
+    if !installed("etcd") {
+        eprintln!(
+            "etcd (etcd-server) is not installed: compared Isle's answers to fixed ones only"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, client) = etcd_server(dir.path());
+    wait_serving(&client, "etcd to accept a put");
+    let reference = script(&client);
+    let mismatches: Vec<String> = isle
+        .iter()
+        .zip(&reference)
+        .filter(|(a, b)| a != b)
+        .map(|((step, ours), (_, theirs))| {
+            format!("step {step:?}:\n--- isle ---\n{ours}\n--- etcd ---\n{theirs}")
+        })
+        .collect();
+    assert!(
+        mismatches.is_empty(),
+        "etcdctl answers differ between Isle and etcd:\n{}",
+        mismatches.join("\n")
+    );
+    assert_eq!(isle.len(), reference.len());
+    eprintln!(
+        "etcdctl: all {} steps answered the same by Isle and etcd",
+        isle.len()
+    );
+}
