@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{LocalCluster, add_faults, clear_faults, reachable_of, state_of, status, wait_for};
+use common::{LocalCluster, add_faults, heal, reachable_of, split, state_of, status, wait_for};
 use serde_json::{Value, json};
 
 /// Generous limits: CI is a loaded 2-core box. The measured times are printed.
@@ -39,25 +39,6 @@ fn wait_all_normal(cluster: &LocalCluster, n: u64, limit: Duration) -> Duration 
         Ok(())
     });
     took
-}
-
-/// Cuts every link between `a` and `b` in both directions (rules on both ends, as `isle split` does).
-fn split(cluster: &LocalCluster, a: &[u64], b: &[u64]) {
-    for (mine, theirs) in [(a, b), (b, a)] {
-        for id in mine {
-            let rules: Vec<Value> = theirs
-                .iter()
-                .map(|peer| json!({"peer": peer, "direction": "both", "action": "drop"}))
-                .collect();
-            add_faults(&cluster.http(*id), json!(rules));
-        }
-    }
-}
-
-fn heal(cluster: &LocalCluster, n: u64) {
-    for id in 1..=n {
-        clear_faults(&cluster.http(id));
-    }
 }
 
 #[test]

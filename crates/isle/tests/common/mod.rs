@@ -18,6 +18,78 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// The data dir and launch specs of an `n`-node loopback cluster, every node seeded with
+/// every other, ports from `port`.
+fn cluster_specs(
+    n: u64,
+    extra: &[&str],
+    mut port: impl FnMut() -> u16,
+) -> (tempfile::TempDir, Vec<NodeSpec>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peers: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", port())).collect();
+    let specs: Vec<NodeSpec> = (1..=n)
+        .map(|id| {
+            let index = (id - 1) as usize;
+            NodeSpec {
+                id,
+                peer: peers[index].clone(),
+                http: format!("127.0.0.1:{}", port()),
+                data_dir: dir.path().join(format!("n{id}")),
+                peers: peers
+                    .iter()
+                    .filter(|p| **p != peers[index])
+                    .cloned()
+                    .collect(),
+                extra: std::iter::once("--allow-fault-injection")
+                    .chain(extra.iter().copied())
+                    .map(String::from)
+                    .collect(),
+                prefix: Vec::new(),
+            }
+        })
+        .collect();
+    (dir, specs)
+}
+
+/// A free port in 10000..30000, below the kernel's ephemeral range, so that no outgoing
+/// connection (of this or any other test) can take it between now and the node's bind, or
+/// while the node is down for a restart. Picked pseudo-randomly, so parallel test processes
+/// rarely collide; falls back to [`free_port`].
+pub fn spare_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    // 30_000 and up is where `cluster.rs` runs `isle local` on fixed ports.
+    const LOW: u64 = 10_000;
+    let high = ephemeral_low.min(30_000);
+    if high < LOW + 1_000 {
+        return free_port();
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut state = nanos ^ (u64::from(std::process::id()) << 32);
+    state ^= CALLS
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..200 {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let port = (LOW + z % (high - LOW)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}
+
 /// How to launch one node.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -120,30 +192,69 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts `n` nodes with fault injection allowed, every node seeded with every other.
     pub fn start(n: u64) -> LocalCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let peers: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let specs: Vec<NodeSpec> = (1..=n)
-            .map(|id| {
-                let index = (id - 1) as usize;
-                NodeSpec {
-                    id,
-                    peer: peers[index].clone(),
-                    http: format!("127.0.0.1:{}", free_port()),
-                    data_dir: dir.path().join(format!("n{id}")),
-                    peers: peers
-                        .iter()
-                        .filter(|p| **p != peers[index])
-                        .cloned()
-                        .collect(),
-                    extra: vec!["--allow-fault-injection".into()],
-                    prefix: Vec::new(),
-                }
-            })
-            .collect();
+        let (dir, specs) = cluster_specs(n, &[], free_port);
         let nodes = specs.iter().map(NodeSpec::spawn).collect();
         LocalCluster { nodes, dir }
+    }
+
+    /// As [`LocalCluster::start`], with `extra` flags for every node (after
+    /// `--allow-fault-injection`), e.g. `["--bootstrap-expect", "3"]`; returns once every node
+    /// serves HTTP. Ports come from below the kernel's ephemeral range (see [`spare_port`]), and
+    /// a start that loses a port race (a node exits: address in use) is retried on new ports.
+    pub fn start_with(n: u64, extra: &[&str]) -> LocalCluster {
+        const ATTEMPTS: usize = 5;
+        let mut failures = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let mut taken = std::collections::BTreeSet::new();
+            let distinct = || loop {
+                let port = spare_port();
+                if taken.insert(port) {
+                    return port;
+                }
+            };
+            let (dir, specs) = cluster_specs(n, extra, distinct);
+            let nodes = specs.iter().map(NodeSpec::spawn).collect();
+            let mut cluster = LocalCluster { nodes, dir };
+            let serving: Result<Vec<()>, String> = (1..=n)
+                .map(|id| cluster.wait_serving(id, Duration::from_secs(30)))
+                .collect();
+            match serving {
+                Ok(_) => return cluster,
+                Err(why) => {
+                    eprintln!("cluster start failed, retrying on other ports: {why}");
+                    failures.push(why);
+                }
+            }
+        }
+        panic!("could not start a {n}-node cluster in {ATTEMPTS} attempts: {failures:#?}");
+    }
+
+    /// Waits until node `id` runs and serves its own `/v1/status`; `Err` (with the end of its
+    /// log) if the process exits first or `limit` passes.
+    pub fn wait_serving(&mut self, id: u64, limit: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        let node = &mut self.nodes[(id - 1) as usize];
+        loop {
+            if !node.running() {
+                let log = std::fs::read_to_string(node.spec.data_dir.with_extension("log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(format!("node {id} exited: {tail:?}"));
+            }
+            if let Ok(s) = status(&node.spec.http) {
+                if s["node"] == serde_json::json!(id) {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "{} serves another node: {}",
+                    node.spec.http, s["node"]
+                ));
+            }
+            if start.elapsed() > limit {
+                return Err(format!("node {id} not serving after {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// HTTP address of node `id`.
@@ -155,10 +266,61 @@ impl LocalCluster {
     pub fn logs(&self) -> String {
         logs(self.dir.path())
     }
+
+    /// kill -9 node `id` (and reap it); its data dir stays.
+    pub fn kill9(&mut self, id: u64) {
+        self.nodes[(id - 1) as usize].kill9();
+    }
+
+    /// Starts node `id` again on its data dir and ports (kill -9 first if it still runs);
+    /// returns once it serves HTTP, panics (with its log) if it cannot start.
+    pub fn restart(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        node.kill9();
+        let spec = node.spec.clone();
+        *node = spec.spawn();
+        if let Err(why) = self.wait_serving(id, Duration::from_secs(30)) {
+            panic!("restarting node {id}: {why}\n{}", self.logs());
+        }
+    }
+
+    /// Ids of the nodes whose process is running.
+    pub fn running(&mut self) -> Vec<u64> {
+        (1..=self.nodes.len() as u64)
+            .filter(|id| self.nodes[(id - 1) as usize].running())
+            .collect()
+    }
+
+    /// A guard that prints every node's log if the test panics while it is alive. Bind it
+    /// after the cluster (`let _logs = cluster.logs_on_panic();`) so it runs before the
+    /// cluster's temp dir is removed.
+    pub fn logs_on_panic(&self) -> LogsOnPanic {
+        LogsOnPanic(self.dir.path().to_path_buf())
+    }
 }
 
-/// Concatenated `*.log` files under `dir` (last lines of each).
+/// Prints the node logs under a directory when dropped during a panic.
+pub struct LogsOnPanic(PathBuf);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- node logs ({}) ----\n{}",
+                self.0.display(),
+                logs_tail(&self.0, 120)
+            );
+        }
+    }
+}
+
+/// Concatenated `*.log` files under `dir` (last 40 lines of each).
 pub fn logs(dir: &Path) -> String {
+    logs_tail(dir, 40)
+}
+
+/// Concatenated `*.log` files under `dir` (last `lines` lines of each).
+pub fn logs_tail(dir: &Path, lines: usize) -> String {
     let mut out = String::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
@@ -168,7 +330,7 @@ pub fn logs(dir: &Path) -> String {
             .filter(|p| p.extension().is_some_and(|e| e == "log"))
         {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
             out.push_str(&format!("==> {} <==\n", path.display()));
             for line in tail.into_iter().rev() {
                 out.push_str(line);
@@ -186,12 +348,24 @@ pub fn http(
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, String), String> {
+    http_with_timeout(method, addr, path, body, Duration::from_secs(2))
+}
+
+/// As [`http`], waiting at most `read_timeout` for the answer. A connect failure is reported
+/// as `Err` starting with `"connect "` (the request was never sent).
+pub fn http_with_timeout(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: Option<&Value>,
+    read_timeout: Duration,
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let socket: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let mut stream = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(1))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
+        .set_read_timeout(Some(read_timeout))
         .map_err(|e| e.to_string())?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let request = format!(
@@ -282,5 +456,132 @@ pub fn reachable_of(status: &Value) -> Vec<u64> {
         .into_iter()
         .flatten()
         .filter_map(Value::as_u64)
+        .collect()
+}
+
+/// Cuts every link between `a` and `b` in both directions (rules on both ends, as `isle split` does).
+pub fn split(cluster: &LocalCluster, a: &[u64], b: &[u64]) {
+    for (mine, theirs) in [(a, b), (b, a)] {
+        for id in mine {
+            let rules: Vec<Value> = theirs
+                .iter()
+                .map(
+                    |peer| serde_json::json!({"peer": peer, "direction": "both", "action": "drop"}),
+                )
+                .collect();
+            add_faults(&cluster.http(*id), serde_json::json!(rules));
+        }
+    }
+}
+
+/// Clears the fault rules of nodes `1..=n`.
+pub fn heal(cluster: &LocalCluster, n: u64) {
+    for id in 1..=n {
+        clear_faults(&cluster.http(id));
+    }
+}
+
+/// How long a CP request may take before the client gives up: above what a node may wait
+/// (up to its 5 s request timeout for a leader, then up to 5 s for the leader's answer), so the
+/// node's own `Timeout` (504) is what the client sees.
+pub const CP_CLIENT_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// The `cp` object of `GET /v1/status`.
+pub fn cp_status(addr: &str) -> Result<Value, String> {
+    let s = status(addr)?;
+    match s.get("cp") {
+        Some(cp) if cp.is_object() => Ok(cp.clone()),
+        _ => Err(format!("no cp object in status: {s}")),
+    }
+}
+
+/// The leader every node in `among` agrees on, which is one of them and calls itself leader:
+/// `(leader, its term)`.
+pub fn cp_leader(cluster: &LocalCluster, among: &[u64]) -> Result<(u64, u64), String> {
+    let mut leader = None;
+    for id in among {
+        let cp = cp_status(&cluster.http(*id)).map_err(|e| format!("node {id}: {e}"))?;
+        let said = cp["leader"].as_u64();
+        match (leader, said) {
+            (_, None) => return Err(format!("node {id} knows no leader: {cp}")),
+            (None, Some(l)) => leader = Some(l),
+            (Some(a), Some(b)) if a != b => {
+                return Err(format!("nodes disagree: leader {a} and {b} (node {id})"));
+            }
+            _ => {}
+        }
+    }
+    let leader = leader.ok_or("no nodes asked")?;
+    if !among.contains(&leader) {
+        return Err(format!("leader {leader} is not among {among:?}"));
+    }
+    let cp = cp_status(&cluster.http(leader))?;
+    if cp["role"] != "leader" {
+        return Err(format!("node {leader} is named leader but says {cp}"));
+    }
+    Ok((leader, cp["term"].as_u64().unwrap_or(0)))
+}
+
+/// Decodes an HTTP answer's body as JSON (`null` if empty or not JSON).
+fn json_answer(answer: Result<(u16, String), String>) -> Result<(u16, Value), String> {
+    let (code, body) = answer?;
+    Ok((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
+}
+
+/// `POST /v1/cp/put` with `body` (`{"key", "value", ...}`): (status code, JSON answer).
+pub fn cp_put(addr: &str, body: &Value) -> Result<(u16, Value), String> {
+    json_answer(http_with_timeout(
+        "POST",
+        addr,
+        "/v1/cp/put",
+        Some(body),
+        CP_CLIENT_TIMEOUT,
+    ))
+}
+
+/// `POST /v1/cp/delete` with `body` (`{"key", ...}`): (status code, JSON answer).
+pub fn cp_delete(addr: &str, body: &Value) -> Result<(u16, Value), String> {
+    json_answer(http_with_timeout(
+        "POST",
+        addr,
+        "/v1/cp/delete",
+        Some(body),
+        CP_CLIENT_TIMEOUT,
+    ))
+}
+
+/// `GET /v1/cp/get?key=..&consistency=..` (`"linearizable"` or `"stale"`): (code, JSON answer).
+pub fn cp_get(addr: &str, key: &str, consistency: &str) -> Result<(u16, Value), String> {
+    let path = format!(
+        "/v1/cp/get?key={}&consistency={consistency}",
+        url_encode(key)
+    );
+    json_answer(http_with_timeout(
+        "GET",
+        addr,
+        &path,
+        None,
+        CP_CLIENT_TIMEOUT,
+    ))
+}
+
+/// The value of the single key a `cp_get` answer holds, `None` if the key is absent.
+pub fn cp_value(answer: &Value) -> Option<String> {
+    answer["kvs"]
+        .as_array()
+        .and_then(|kvs| kvs.first())
+        .and_then(|kv| kv["value"].as_str())
+        .map(String::from)
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
         .collect()
 }
