@@ -92,9 +92,9 @@ pub(crate) fn refusal(err: &CpRequestError) -> Response {
         | CpRequestError::NoLeader { .. }
         | CpRequestError::NotInitialized
         | CpRequestError::SelfFenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        CpRequestError::Timeout { .. } | CpRequestError::LockTimeout { .. } => {
-            StatusCode::GATEWAY_TIMEOUT
-        }
+        CpRequestError::Timeout { .. }
+        | CpRequestError::Indeterminate { .. }
+        | CpRequestError::LockTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         CpRequestError::Rejected(CpError::FencingTokenStale { .. }) => StatusCode::CONFLICT,
         CpRequestError::Rejected(_) => StatusCode::BAD_REQUEST,
         CpRequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -310,6 +310,7 @@ impl EventLoop {
                         info!(peer = %id, "peer reachable");
                     } else {
                         warn!(peer = %id, "peer unreachable");
+                        self.rpc.fail_target(id);
                     }
                 }
             }

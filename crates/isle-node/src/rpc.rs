@@ -18,13 +18,19 @@ use crate::status::Status;
 /// Most requests waiting for replies at once; more fail fast as unreachable.
 pub const PENDING_MAX: usize = 65_536;
 
+/// A caller waiting for a reply from `target`.
+struct Waiter {
+    target: NodeId,
+    reply: oneshot::Sender<Result<RpcReply, RpcFailure>>,
+}
+
 /// Sends requests to peers and matches their replies.
 pub struct PeerRpc {
     transport: Transport<PeerMessage>,
     clock: Arc<dyn Clock>,
     /// The node's status, for peer addresses by id.
     status: watch::Receiver<Arc<Status>>,
-    pending: Mutex<BTreeMap<u64, oneshot::Sender<RpcReply>>>,
+    pending: Mutex<BTreeMap<u64, Waiter>>,
     next_id: AtomicU64,
 }
 
@@ -44,7 +50,7 @@ impl PeerRpc {
         }
     }
 
-    fn pending(&self) -> MutexGuard<'_, BTreeMap<u64, oneshot::Sender<RpcReply>>> {
+    fn pending(&self) -> MutexGuard<'_, BTreeMap<u64, Waiter>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -81,7 +87,7 @@ impl PeerRpc {
                     "{PENDING_MAX} requests already waiting"
                 )));
             }
-            pending.insert(id, tx);
+            pending.insert(id, Waiter { target, reply: tx });
         }
         let message = PeerMessage::Request { id, body };
         if let Err(err) = self.transport.send(
@@ -96,7 +102,7 @@ impl PeerRpc {
         }
         let outcome = tokio::select! {
             biased;
-            reply = rx => reply.map_err(|_| unreachable("node shutting down".into())),
+            reply = rx => reply.unwrap_or_else(|_| Err(unreachable("node shutting down".into()))),
             () = self.clock.sleep(timeout) => Err(RpcFailure::Timeout { target: target.0, timeout }),
         };
         self.pending().remove(&id);
@@ -106,7 +112,27 @@ impl PeerRpc {
     /// A reply arrived: wake its caller (late or unknown replies are dropped).
     pub fn complete(&self, id: u64, reply: RpcReply) {
         if let Some(waiter) = self.pending().remove(&id) {
-            let _ = waiter.send(reply);
+            let _ = waiter.reply.send(Ok(reply));
+        }
+    }
+
+    /// The failure detector declared `target` unreachable: its callers stop waiting now
+    /// instead of at their deadlines (their requests' outcomes are unknown).
+    pub fn fail_target(&self, target: NodeId) {
+        let mut pending = self.pending();
+        let ids: Vec<u64> = pending
+            .iter()
+            .filter(|(_, w)| w.target == target)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(waiter) = pending.remove(&id) {
+                let reason = "the failure detector declared it unreachable".to_string();
+                let _ = waiter.reply.send(Err(RpcFailure::Lost {
+                    target: target.0,
+                    reason,
+                }));
+            }
         }
     }
 

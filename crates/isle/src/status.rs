@@ -83,7 +83,9 @@ fn row(status: &Value) -> String {
     };
     let for_ms = status["state_for_ms"].as_u64().unwrap_or(0);
     let cp = &status["cp"];
+    let lease_lost = cp["leader_lease_valid"] == Value::Bool(false);
     let raft = match cp["role"].as_str() {
+        Some(role) if lease_lost => format!("{role}(no lease)/{}", cp["term"]),
         Some(role) => format!("{role}/{}", cp["term"]),
         None => "-".to_string(),
     };

@@ -276,8 +276,9 @@ fn faults_are_refused_unless_allowed() {
 #[test]
 fn isle_local_starts_a_cluster_and_stops_it_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Ports base+1..=base+3 and base+1001..=base+1003; spread by pid so parallel runs differ.
-    let base = 30_000 + (std::process::id() % 2_000) as u16 * 10;
+    // Ports base+1..=base+3, +1001.. (HTTP), +2001.. (gRPC); spread by pid so runs differ.
+    // Below Linux's ephemeral range (32768+), so an outgoing connection cannot hold one.
+    let base = 12_000 + (std::process::id() % 1_500) as u16 * 10;
     let local = std::process::Command::new(common::isle_bin())
         .args([
             "local",

@@ -24,7 +24,7 @@ pub fn status(err: &CpRequestError) -> Status {
         | CpRequestError::SelfFenced { .. } => {
             Status::unavailable(format!("etcdserver: no leader (isle: {err})"))
         }
-        CpRequestError::Timeout { .. } => {
+        CpRequestError::Timeout { .. } | CpRequestError::Indeterminate { .. } => {
             Status::unavailable(format!("etcdserver: request timed out (isle: {err})"))
         }
         CpRequestError::LockTimeout { .. } => Status::deadline_exceeded(err.to_string()),

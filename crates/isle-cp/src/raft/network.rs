@@ -64,6 +64,15 @@ pub enum RpcFailure {
         /// Why.
         reason: String,
     },
+    /// Sent, then the target was declared unreachable before it answered: the request may or
+    /// may not have been acted on.
+    #[error("node {target} became unreachable before answering: {reason}")]
+    Lost {
+        /// The target node.
+        target: u64,
+        /// Why.
+        reason: String,
+    },
     /// Sent, but no answer within the deadline.
     #[error("no answer from node {target} within {timeout:?}")]
     Timeout {
@@ -125,7 +134,7 @@ fn rpc_error(failure: RpcFailure, action: RPCTypes, target: u64) -> RPCError<CpT
             target,
             timeout,
         }),
-        unreachable @ RpcFailure::Unreachable { .. } => {
+        unreachable @ (RpcFailure::Unreachable { .. } | RpcFailure::Lost { .. }) => {
             RPCError::Unreachable(Unreachable::new(&Failure(unreachable.to_string())))
         }
     }

@@ -71,8 +71,8 @@ impl Default for CpConfig {
         CpConfig {
             bootstrap_expect: None,
             heartbeat_ms: 100,
-            election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
             request_timeout_ms: 5000,
             snapshot_every_entries: 10_000,
             fence_command: None,
@@ -139,6 +139,16 @@ pub enum CpRequestError {
         /// The configured limit.
         after_ms: u64,
     },
+    /// The request reached a leader but its outcome is unknown (the leader failed or lost
+    /// leadership before answering).
+    #[error(
+        "outcome unknown: {detail}; the write may or may not have been applied — retry with \
+         the same request id to apply it exactly once"
+    )]
+    Indeterminate {
+        /// What happened.
+        detail: String,
+    },
     /// A lock wait gave up; the waiter's key was withdrawn.
     #[error(
         "lock {name:?} not acquired within {waited_ms} ms (held by another client); retry later"
@@ -203,6 +213,12 @@ pub struct RaftStatus {
     pub voters: Vec<u64>,
     /// The state machine's current revision.
     pub revision: i64,
+    /// On a leader: whether a quorum acknowledged it within the leader lease (the election
+    /// timeout). A leader cut off in a minority keeps its Raft role until it hears a higher
+    /// term, but with an expired lease it accepts no proposal (openraft's check-quorum).
+    pub leader_lease_valid: Option<bool>,
+    /// Milliseconds since a quorum last acknowledged this leader.
+    pub quorum_ack_age_ms: Option<u64>,
     /// Fence commands run by this node as new leader (most recent last).
     pub fences: Vec<FenceRecord>,
     /// Whether this node has fenced itself (minority for too long).
@@ -432,27 +448,38 @@ impl Cp {
         }
     }
 
-    /// A client write: proposed on the leader (forwarded there if need be).
+    /// A client write: proposed on the leader (forwarded there if need be). Bounded by one
+    /// deadline across waiting for a leader and waiting for its answer.
     pub async fn write(&self, command: Command) -> Result<Response, CpRequestError> {
         self.check_quorum()?;
-        let timeout = self.timeout();
-        let leader = self.leader(timeout).await?;
+        let started = self.inner.clock.now();
+        let leader = self.leader(self.timeout()).await?;
         if leader == self.inner.me.0 {
             return self.write_as_leader(command).await;
         }
+        let remaining = self
+            .timeout()
+            .saturating_sub(self.inner.clock.now().since(started));
+        let request = RpcRequest::Write(command);
         let reply = self
             .inner
             .rpc
-            .request(NodeId(leader), RpcRequest::Write(command), timeout)
+            .request(NodeId(leader), request, remaining)
             .await;
+        let elapsed_ms = self.inner.clock.now().since(started).as_millis() as u64;
         match reply {
             Ok(RpcReply::Write(result)) => result,
             Ok(other) => Err(CpRequestError::Internal(format!(
                 "mismatched reply {other:?}"
             ))),
             Err(isle_cp::raft::RpcFailure::Timeout { .. }) => Err(CpRequestError::Timeout {
-                after_ms: self.inner.config.request_timeout_ms,
+                after_ms: elapsed_ms,
             }),
+            Err(lost @ isle_cp::raft::RpcFailure::Lost { .. }) => {
+                Err(CpRequestError::Indeterminate {
+                    detail: lost.to_string(),
+                })
+            }
             Err(failure) => Err(CpRequestError::NoLeader {
                 detail: failure.to_string(),
             }),
@@ -487,6 +514,11 @@ impl Cp {
                     },
                 })
             }
+            // The entry was appended but its fate is unknown (e.g. discarded by a new leader's
+            // log, or commit not observed): only a retry with the request id is safe.
+            Err(RaftError::APIError(other)) => Err(CpRequestError::Indeterminate {
+                detail: other.to_string(),
+            }),
             Err(err) => Err(CpRequestError::Internal(err.to_string())),
         }
     }
@@ -605,6 +637,9 @@ impl Cp {
     }
 
     /// Role, term, leader and indexes for `/v1/status`.
+    // `millis_since_quorum_ack` is deprecated for `last_quorum_acked`, an Instant; the age is
+    // what status needs, and computing it here would read a clock outside the seams.
+    #[allow(deprecated)]
     pub fn raft_status(&self) -> RaftStatus {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow_watched();
@@ -624,6 +659,12 @@ impl Cp {
             last_log_index: metrics.last_log_index,
             voters: metrics.membership_config.voter_ids().collect(),
             revision: self.inner.state.read().machine.revision(),
+            leader_lease_valid: (metrics.state == ServerState::Leader).then(|| {
+                metrics
+                    .millis_since_quorum_ack
+                    .is_some_and(|age| age < self.inner.config.election_timeout_max_ms)
+            }),
+            quorum_ack_age_ms: metrics.millis_since_quorum_ack,
             fences: self.inner.fences.records(),
             self_fenced: self
                 .inner
