@@ -278,7 +278,7 @@ impl Net {
                     .filter(|o| *o != id)
                     .map(|o| format!("{}:{PEER_PORT}", self.node_ip(o)))
                     .collect(),
-                extra: Vec::new(),
+                extra: vec!["--bootstrap-expect".into(), NODES.to_string()],
                 prefix: vec!["ip".into(), "netns".into(), "exec".into(), self.node_ns(id)],
             };
             self.nodes.push(spec.spawn());
@@ -303,6 +303,64 @@ impl Net {
             ],
             None,
         )
+    }
+
+    /// `POST path` with a JSON body on node `id`, from the client namespace: (status, body).
+    fn post(&self, id: u64, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        let url = format!("http://{}{path}", self.http(id));
+        let text = body.to_string();
+        let out = run_ok(
+            &[
+                "ip",
+                "netns",
+                "exec",
+                &self.client_ns(),
+                "curl",
+                "-sS",
+                "-m",
+                "12",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                &text,
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ],
+            None,
+        )?;
+        let (json, code) = out
+            .trim_end()
+            .rsplit_once('\n')
+            .ok_or_else(|| format!("curl: {out}"))?;
+        let code: u16 = code
+            .trim()
+            .parse()
+            .map_err(|e| format!("status {code:?}: {e}"))?;
+        Ok((code, serde_json::from_str(json).unwrap_or(Value::Null)))
+    }
+
+    /// The value of CP key `key` in node `id`'s own replica (a stale read).
+    fn stale_value(&self, id: u64, key: &str) -> Result<String, String> {
+        let body = self.get(id, &format!("/v1/cp/get?key={key}&consistency=stale"))?;
+        let answer: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        Ok(answer["kvs"][0]["value"].as_str().unwrap_or("").to_string())
+    }
+
+    /// Puts through node `id` until it succeeds (a leader may be being elected).
+    fn put_until_ok(&self, id: u64, key: &str, value: &str, limit: Duration) -> Duration {
+        let body = serde_json::json!({"key": key, "value": value});
+        let (_, took) = common::wait_for(
+            &format!("put {key}={value} via node {id}"),
+            limit,
+            || match self.post(id, "/v1/cp/put", &body)? {
+                (200, _) => Ok(()),
+                (code, answer) => Err(format!("{code}: {answer}")),
+            },
+        );
+        took
     }
 
     fn status(&self, id: u64) -> Result<Value, String> {
@@ -478,6 +536,23 @@ fn scenario(net: &mut Net) {
     println!("all {NODES} nodes Normal with quorum (from start):");
     print_times("Normal", &times);
 
+    // The CP keyspace: the Raft group forms, a first write lands everywhere.
+    let took = net.put_until_ok(1, "account", "before", START_LIMIT);
+    println!(
+        "CP: first write committed {:.2}s after all Normal",
+        took.as_secs_f64()
+    );
+    for id in 1..=NODES {
+        common::wait_for(
+            &format!("node {id} replicates the first write"),
+            START_LIMIT,
+            || match net.stale_value(id, "account")?.as_str() {
+                "before" => Ok(()),
+                other => Err(format!("node {id} has {other:?}")),
+            },
+        );
+    }
+
     // 2) The kernel splits {1,2,3} | {4,5}.
     let cut_start = Instant::now();
     net.cut(&MAJORITY, &MINORITY);
@@ -511,6 +586,39 @@ fn scenario(net: &mut Net) {
         );
     }
 
+    // CP under the kernel split: the minority refuses at once, the majority writes on.
+    for id in MINORITY {
+        let asked = Instant::now();
+        let body = serde_json::json!({"key": "account", "value": format!("minority-{id}")});
+        let (code, answer) = net
+            .post(id, "/v1/cp/put", &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            code, 503,
+            "node {id} (minority) accepted or failed oddly: {answer}"
+        );
+        assert_eq!(answer["kind"], "NoQuorum", "node {id}: {answer}");
+        println!(
+            "CP: node {id} (minority) refused with NoQuorum in {:?}: {}",
+            asked.elapsed(),
+            answer["error"]
+        );
+    }
+    let took = net.put_until_ok(1, "account", "after", HEAL_LIMIT);
+    println!(
+        "CP: majority write committed {:.2}s after asking",
+        took.as_secs_f64()
+    );
+    for id in MINORITY {
+        let value = net
+            .stale_value(id, "account")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            value, "before",
+            "node {id} (minority) must still serve the old value"
+        );
+    }
+
     // 3) Heal: every node back through Reconciling to Normal.
     net.heal();
     let times = wait_each(
@@ -521,6 +629,19 @@ fn scenario(net: &mut Net) {
     );
     println!("healed; Normal again (from heal):");
     print_times("Normal", &times);
+    for id in MINORITY {
+        let (_, took) =
+            common::wait_for(&format!("node {id} catches up"), HEAL_LIMIT, || {
+                match net.stale_value(id, "account")?.as_str() {
+                    "after" => Ok(()),
+                    other => Err(format!("node {id} has {other:?}")),
+                }
+            });
+        println!(
+            "CP: node {id} caught up with the majority's write {:.2}s after Normal",
+            took.as_secs_f64()
+        );
+    }
     for id in 1..=NODES {
         let s = net.status(id).unwrap_or_else(|e| panic!("{e}"));
         let path: Vec<(String, String)> = s["transitions"]
