@@ -91,7 +91,8 @@ pub(crate) fn refusal(err: &CpRequestError) -> Response {
         CpRequestError::NoQuorum { .. }
         | CpRequestError::NoLeader { .. }
         | CpRequestError::NotInitialized
-        | CpRequestError::SelfFenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        | CpRequestError::SelfFenced { .. }
+        | CpRequestError::UnknownMember { .. } => StatusCode::SERVICE_UNAVAILABLE,
         CpRequestError::Timeout { .. }
         | CpRequestError::Indeterminate { .. }
         | CpRequestError::LockTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -99,28 +100,42 @@ pub(crate) fn refusal(err: &CpRequestError) -> Response {
         CpRequestError::Rejected(_) => StatusCode::BAD_REQUEST,
         CpRequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    // {"NoQuorum": {...fields}} on the wire becomes {"kind": "NoQuorum", ...fields, "error"}.
+    // {"NoQuorum": {...}} on the wire becomes {"kind": "NoQuorum", ...fields, "error"}; a state
+    // machine refusal {"Rejected": {"FencingTokenStale": {...}}} becomes
+    // {"kind": "Rejected", "reason": "FencingTokenStale", ...fields, "error"}.
     let mut body = serde_json::Map::new();
-    match serde_json::to_value(err) {
-        Ok(Value::Object(tagged)) => {
-            for (kind, fields) in tagged {
-                body.insert("kind".into(), Value::String(kind));
-                match fields {
-                    Value::Object(fields) => body.extend(fields),
-                    Value::Null => {}
-                    other => {
-                        body.insert("detail".into(), other);
-                    }
-                }
-            }
-        }
-        Ok(Value::String(kind)) => {
-            body.insert("kind".into(), Value::String(kind));
-        }
-        _ => {}
+    if let Ok(tagged) = serde_json::to_value(err) {
+        flatten(tagged, &["kind", "reason"], &mut body);
     }
     body.insert("error".into(), Value::String(err.to_string()));
     (status, axum::Json(Value::Object(body))).into_response()
+}
+
+/// Externally tagged enums → `{names[0]: tag, names[1]: inner tag, ...fields}`. Variant tags
+/// are CamelCase identifiers; struct fields are snake_case, so the two cannot be confused.
+fn flatten(value: Value, names: &[&str], body: &mut serde_json::Map<String, Value>) {
+    let is_tag = |text: &str| {
+        text.starts_with(|c: char| c.is_ascii_uppercase())
+            && text.chars().all(char::is_alphanumeric)
+    };
+    match (value, names.split_first()) {
+        (Value::String(tag), Some((name, _))) if is_tag(&tag) => {
+            body.insert((*name).into(), Value::String(tag));
+        }
+        (Value::Object(map), Some((name, rest)))
+            if map.len() == 1 && map.keys().all(|k| is_tag(k)) =>
+        {
+            for (tag, inner) in map {
+                body.insert((*name).into(), Value::String(tag));
+                flatten(inner, rest, body);
+            }
+        }
+        (Value::Object(fields), _) => body.extend(fields),
+        (Value::Null, _) => {}
+        (other, _) => {
+            body.insert("detail".into(), other);
+        }
+    }
 }
 
 fn command(request: Request, request_id: Option<String>) -> Command {
@@ -357,5 +372,57 @@ pub(crate) async fn change_members(
     match node.cp.change_membership(change).await {
         Ok(membership) => axum::Json(membership).into_response(),
         Err(err) => refusal(&err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isle_cp::CpError;
+
+    fn body(err: CpRequestError) -> Value {
+        let mut body = serde_json::Map::new();
+        flatten(
+            serde_json::to_value(&err).expect("serializes"),
+            &["kind", "reason"],
+            &mut body,
+        );
+        Value::Object(body)
+    }
+
+    #[test]
+    fn refusals_flatten_to_kind_reason_and_fields() {
+        let stale = body(CpRequestError::Rejected(CpError::FencingTokenStale {
+            presented: 2,
+            current: 4,
+        }));
+        assert_eq!(
+            stale,
+            json!({"kind": "Rejected", "reason": "FencingTokenStale", "presented": 2, "current": 4})
+        );
+        let no_quorum = body(CpRequestError::NoQuorum {
+            reachable: 2,
+            needed: 3,
+            total: 5,
+            unit: "votes".into(),
+            leader: None,
+        });
+        assert_eq!(no_quorum["kind"], "NoQuorum");
+        assert_eq!(no_quorum["needed"], 3);
+        let no_leader = body(CpRequestError::NoLeader { detail: "x".into() });
+        assert_eq!(no_leader, json!({"kind": "NoLeader", "detail": "x"}));
+        let conflict = body(CpRequestError::Rejected(CpError::RequestIdConflict));
+        assert_eq!(
+            conflict,
+            json!({"kind": "Rejected", "reason": "RequestIdConflict"})
+        );
+        assert_eq!(
+            body(CpRequestError::NotInitialized),
+            json!({"kind": "NotInitialized"})
+        );
+        assert_eq!(
+            body(CpRequestError::Internal("boom".into())),
+            json!({"kind": "Internal", "detail": "boom"})
+        );
     }
 }

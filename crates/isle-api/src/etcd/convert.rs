@@ -24,6 +24,7 @@ pub fn status(err: &CpRequestError) -> Status {
         | CpRequestError::SelfFenced { .. } => {
             Status::unavailable(format!("etcdserver: no leader (isle: {err})"))
         }
+        CpRequestError::UnknownMember { .. } => Status::not_found(err.to_string()),
         CpRequestError::Timeout { .. } | CpRequestError::Indeterminate { .. } => {
             Status::unavailable(format!("etcdserver: request timed out (isle: {err})"))
         }

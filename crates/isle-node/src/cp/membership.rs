@@ -85,10 +85,7 @@ impl Cp {
         let result = match change {
             MembershipChange::AddLearner(id) => {
                 let Some(addr) = self.inner.rpc.address(NodeId(id)) else {
-                    return Err(CpRequestError::Internal(format!(
-                        "node {id} is not a known cluster member: start it with --peers pointing \
-                         at this cluster first"
-                    )));
+                    return Err(CpRequestError::UnknownMember { id });
                 };
                 raft.add_learner(id, BasicNode { addr }, true)
                     .await

@@ -149,6 +149,15 @@ pub enum CpRequestError {
         /// What happened.
         detail: String,
     },
+    /// A membership change named a node the cluster has not heard of (yet).
+    #[error(
+        "node {id} is not known to this cluster yet: start it with --peers pointing at a member, \
+         wait until `isle status` lists it, then retry"
+    )]
+    UnknownMember {
+        /// The node.
+        id: u64,
+    },
     /// A lock wait gave up; the waiter's key was withdrawn.
     #[error(
         "lock {name:?} not acquired within {waited_ms} ms (held by another client); retry later"
