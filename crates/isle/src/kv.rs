@@ -140,3 +140,59 @@ fn url_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Flags of `isle watch`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// HTTP address of any node.
+    #[arg(long, default_value = "127.0.0.1:8401")]
+    http: String,
+    /// Key (or prefix with --prefix).
+    key: String,
+    /// Every key starting with KEY.
+    #[arg(long)]
+    prefix: bool,
+    /// Start at this revision (replays history from it); default: changes from now on.
+    #[arg(long, default_value_t = 0)]
+    rev: i64,
+}
+
+/// `isle watch KEY`: prints each change as it is applied, until Ctrl-C.
+pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let url = format!(
+        "http://{}/v1/cp/watch?key={}&prefix={}&start_revision={}",
+        args.http,
+        url_encode(&args.key),
+        args.prefix,
+        args.rev
+    );
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .build()?;
+    let mut response = client.get(&url).send().await?.error_for_status()?;
+    let mut buffer = String::new();
+    while let Some(chunk) = response.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            for line in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                let data: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                match data["type"].as_str() {
+                    Some("put") => println!(
+                        "PUT {} = {} (revision {})",
+                        data["key"].as_str().unwrap_or(""),
+                        data["value"].as_str().unwrap_or(""),
+                        data["revision"]
+                    ),
+                    Some("delete") => println!(
+                        "DELETE {} (revision {})",
+                        data["key"].as_str().unwrap_or(""),
+                        data["revision"]
+                    ),
+                    _ => println!("{line}"),
+                }
+            }
+        }
+    }
+    Ok(())
+}

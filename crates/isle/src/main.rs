@@ -43,6 +43,8 @@ enum Command {
     Get(kv::GetArgs),
     /// Delete a key or prefix from the CP keyspace.
     Del(kv::DelArgs),
+    /// Stream changes to a key or prefix of the CP keyspace.
+    Watch(kv::WatchArgs),
     /// A compare-and-swap transaction in the CP keyspace.
     Txn(coord::TxnArgs),
     /// Grant, keep alive, revoke or list leases.
@@ -86,6 +88,7 @@ fn main() -> std::process::ExitCode {
             Command::Get(args) => kv::get(args).await,
             Command::Del(args) => kv::del(args).await,
             Command::Txn(args) => coord::txn(args).await,
+            Command::Watch(args) => kv::watch(args).await,
             Command::Lease(command) => coord::lease(command).await,
             Command::Lock(args) => coord::lock(args).await,
             Command::Member(command) => coord::member(command).await,

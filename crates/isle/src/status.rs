@@ -48,16 +48,50 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         "{:<5} {:<8} {:<18} {:>8}  {:<6} {:<16} {:<10} {:<14} DETAIL",
         "NODE", "ZONE", "STATE", "FOR", "QUORUM", "REACHES", "PARTITION", "CP ROLE/TERM"
     );
+    let mut cp_rows = Vec::new();
     for (id, http, status) in rows {
         match status {
-            Ok(status) => println!("{}", row(&status)),
+            Ok(status) => {
+                println!("{}", row(&status));
+                cp_rows.push(cp_row(&status));
+            }
             Err(_) => println!(
                 "{id:<5} {:<8} {:<18} {:>8}  unreachable from here ({http})",
                 "?", "?", "?"
             ),
         }
     }
+    println!(
+        "\n{:<5} {:<20} {:>5} {:>7} {:>8} {:>8} {:>9} VOTERS",
+        "NODE", "CP ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "REVISION"
+    );
+    for line in cp_rows {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// Raft's view, per node: role, term, leader, commit and applied index, revision.
+fn cp_row(status: &Value) -> String {
+    let cp = &status["cp"];
+    let or_dash = |v: &Value| {
+        if v.is_null() {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    format!(
+        "{:<5} {:<20} {:>5} {:>7} {:>8} {:>8} {:>9} {}",
+        status["node"].as_u64().unwrap_or(0),
+        cp["role"].as_str().unwrap_or("-"),
+        or_dash(&cp["term"]),
+        or_dash(&cp["leader"]),
+        or_dash(&cp["commit_index"]),
+        or_dash(&cp["applied_index"]),
+        or_dash(&cp["revision"]),
+        or_dash(&cp["voters"]),
+    )
 }
 
 fn row(status: &Value) -> String {
