@@ -203,7 +203,11 @@ pub(crate) async fn delete(
 
 pub(crate) async fn get(State(node): State<NodeHandle>, Query(query): Query<GetQuery>) -> Response {
     let mut request = RangeRequest::key(query.key.as_bytes());
-    if query.prefix {
+    if query.prefix && query.key.is_empty() {
+        // The empty prefix is every key: etcd's `key = range_end = "\0"`.
+        request = RangeRequest::key(b"\0");
+        request.range_end = b"\0".to_vec();
+    } else if query.prefix {
         request.range_end = prefix_end(query.key.as_bytes());
     }
     request.revision = query.revision;

@@ -222,3 +222,47 @@ pub async fn member(command: MemberCommand) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Flags of `isle recover`.
+#[derive(Args, Debug)]
+pub struct RecoverArgs {
+    /// The stopped survivor's data dir (the one with the highest last log index).
+    #[arg(long)]
+    data_dir: std::path::PathBuf,
+    /// Confirm that the other voters are permanently lost and their data may be discarded.
+    #[arg(long)]
+    yes_the_others_are_gone: bool,
+}
+
+/// `isle recover`: makes a stopped survivor the sole voter of the CP group (etcd's
+/// `--force-new-cluster`), after a permanent loss of quorum.
+pub async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
+    use isle_env::MetaStore;
+    let store = isle_storage::RedbStore::open(&args.data_dir)
+        .with_context(|| format!("opening {} (is the node stopped?)", args.data_dir.display()))?;
+    let identity = store
+        .load_identity()?
+        .context("this data dir was never initialised")?;
+    let me = store
+        .load_members()?
+        .into_iter()
+        .find(|m| m.id == identity.node_id)
+        .context("this node's own member record is missing")?;
+    println!(
+        "Recovering the CP group on node {} ({}).\n\
+         This node becomes the ONLY voter. What may be lost:\n\
+         - writes that never reached this node's log (pick the survivor with the highest last log index);\n\
+         - nothing it holds: entries it appended but had not committed become committed.\n\
+         Afterwards: start this node, wipe the other survivors' data dirs, and re-add them with\n\
+         `isle member add ID --promote`.",
+        me.id, me.peer_addr
+    );
+    if !args.yes_the_others_are_gone {
+        anyhow::bail!("nothing changed: re-run with --yes-the-others-are-gone to proceed");
+    }
+    let report = isle_node::cp::force_new_cluster(&store, me.id, me.peer_addr)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -55,6 +55,8 @@ enum Command {
     /// Runtime membership of the CP Raft group.
     #[command(subcommand)]
     Member(coord::MemberCommand),
+    /// After a permanent loss of quorum: make a stopped survivor the sole CP voter.
+    Recover(coord::RecoverArgs),
     /// Benchmarks against a running cluster (or etcd).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -93,6 +95,7 @@ fn main() -> std::process::ExitCode {
             Command::Lock(args) => coord::lock(args).await,
             Command::Member(command) => coord::member(command).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Recover(args) => coord::recover(args).await,
         }
     });
     match result {

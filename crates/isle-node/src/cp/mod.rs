@@ -10,9 +10,11 @@
 mod fence;
 mod leases;
 mod membership;
+mod recover;
 
 pub use fence::FenceRecord;
 pub use membership::{Membership, MembershipChange};
+pub use recover::{RecoveryReport, force_new_cluster};
 
 use std::collections::BTreeMap;
 use std::io;
@@ -432,6 +434,25 @@ impl Cp {
         })
     }
 
+    /// Completes once this node's side loses its quorum (the failure detector's verdict), so a
+    /// proposal in flight is answered as soon as it can no longer commit soon, not at its
+    /// deadline.
+    async fn quorum_lost(&self) -> String {
+        let mut status = self.inner.status.clone();
+        loop {
+            // Mark the current status seen, so `changed` waits for the next one (no spinning).
+            status.borrow_and_update();
+            if let Err(refusal) = self.check_quorum() {
+                return format!(
+                    "this leader lost its quorum while the write was in flight ({refusal})"
+                );
+            }
+            if status.changed().await.is_err() {
+                return "the node is shutting down".into();
+            }
+        }
+    }
+
     /// Waits (at most `limit`) until some leader is known.
     async fn leader(&self, limit: Duration) -> Result<u64, CpRequestError> {
         if !self.initialized() {
@@ -505,6 +526,9 @@ impl Cp {
         let result = tokio::select! {
             biased;
             result = write => result,
+            detail = self.quorum_lost() => {
+                return Err(CpRequestError::Indeterminate { detail });
+            }
             () = self.inner.clock.sleep(self.timeout()) => {
                 return Err(CpRequestError::Timeout { after_ms: self.inner.config.request_timeout_ms });
             }
@@ -843,7 +867,7 @@ impl Cp {
         if acquired.is_holder {
             return Ok(acquired);
         }
-        let mut metrics = self.inner.raft.metrics();
+        let mut changes = self.changes();
         let turn = async {
             loop {
                 if self
@@ -855,7 +879,7 @@ impl Cp {
                 {
                     return true;
                 }
-                if metrics.changed().await.is_err() {
+                if !changes.next().await {
                     return false;
                 }
             }
