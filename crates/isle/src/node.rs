@@ -63,6 +63,9 @@ pub struct NodeArgs {
     /// Refuse all CP requests after this many ms in Emergency (minority).
     #[arg(long)]
     self_fence_after_ms: Option<u64>,
+    /// Snapshot the CP state machine every N log entries (and keep N/10 entries behind it).
+    #[arg(long)]
+    snapshot_every: Option<u64>,
 }
 
 impl NodeArgs {
@@ -140,6 +143,10 @@ impl NodeArgs {
         }
         if let Some(after_ms) = self.self_fence_after_ms {
             config.cp.self_fence_after_ms = Some(after_ms);
+        }
+        if let Some(every) = self.snapshot_every {
+            config.cp.snapshot_every_entries = every.max(1);
+            config.cp.logs_kept_after_snapshot = every / 10;
         }
         if let Some(phi) = self.phi_threshold {
             config.detection.phi_threshold = phi;

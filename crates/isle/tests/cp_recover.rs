@@ -148,3 +148,54 @@ fn survivor_recovers_the_group_after_a_permanent_loss_of_quorum() {
     });
     put_until_ok(&rejoined_http, "d", "4");
 }
+
+#[test]
+fn a_follower_far_behind_catches_up_from_a_snapshot() {
+    let mut cluster =
+        LocalCluster::start_with(3, &["--bootstrap-expect", "3", "--snapshot-every", "50"]);
+    let _logs = cluster.logs_on_panic();
+    let (leader, _) = wait_for("a CP leader", LIMIT, || cp_leader(&cluster, &[1, 2, 3])).0;
+    let behind = (1..=3).find(|id| *id != leader).expect("a follower");
+    let leader_http = cluster.http(leader);
+    put_until_ok(&leader_http, "k-0", "0");
+    cluster.kill9(behind);
+    // Far more entries than the leader keeps behind its snapshots: the log it would need is gone.
+    for i in 1..=300 {
+        put_until_ok(&leader_http, &format!("k-{i}"), &i.to_string());
+    }
+    let status = common::cp_status(&leader_http).expect("status");
+    println!("leader {leader}: {status}");
+    cluster.restart(behind);
+    let behind_http = cluster.http(behind);
+    let (_, took) = wait_for("the restarted follower catches up", LIMIT, || {
+        let (_, answer) = cp_get(&behind_http, "k-300", "stale")?;
+        match cp_value(&answer).as_deref() {
+            Some("300") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    println!("node {behind} caught up {took:?} after restart");
+    let (code, answer) = common::http(
+        "GET",
+        &behind_http,
+        "/v1/cp/get?key=k-&prefix=true&consistency=stale",
+        None,
+    )
+    .expect("prefix read");
+    assert_eq!(code, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["count"], 301, "every key on the caught-up follower");
+    let log = std::fs::read_to_string(
+        cluster.nodes[(behind - 1) as usize]
+            .spec
+            .data_dir
+            .with_extension("log"),
+    )
+    .unwrap_or_default();
+    // openraft logs each snapshot it installs; the log entries the follower missed were
+    // purged on the leader, so nothing but a snapshot could have brought it up to date.
+    assert!(
+        log.contains("install_full_snapshot"),
+        "node {behind} caught up without installing a snapshot: the test did not test it"
+    );
+}

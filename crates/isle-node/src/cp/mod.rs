@@ -58,6 +58,9 @@ pub struct CpConfig {
     pub request_timeout_ms: u64,
     /// Snapshot after this many entries since the last one.
     pub snapshot_every_entries: u64,
+    /// Log entries kept behind the latest snapshot; a follower further behind is sent the
+    /// snapshot instead.
+    pub logs_kept_after_snapshot: u64,
     /// STONITH: run when this node becomes leader, against the previous leader (`sh -c`,
     /// `{node}` and `$ISLE_FENCE_NODE` name it), e.g. a power switch or `kill -9` script.
     pub fence_command: Option<String>,
@@ -77,6 +80,7 @@ impl Default for CpConfig {
             election_timeout_max_ms: 1200,
             request_timeout_ms: 5000,
             snapshot_every_entries: 10_000,
+            logs_kept_after_snapshot: 1_000,
             fence_command: None,
             fence_timeout_ms: 5000,
             self_fence_after_ms: None,
@@ -283,6 +287,7 @@ fn raft_config(config: &CpConfig) -> Result<openraft::Config, String> {
         election_timeout_max: config.election_timeout_max_ms,
         enable_pre_vote: Some(true),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
         ..Default::default()
     }
     .validate()
