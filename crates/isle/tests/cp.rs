@@ -857,3 +857,75 @@ fn idempotent_write_is_applied_once_across_nodes_and_leader_change() {
     );
     check_applied_once(&cluster, leader, revision);
 }
+
+/// POST `/v1/cp/txn` via node `id`, retrying transient refusals (as [`put_settled`]).
+fn txn_settled(cluster: &LocalCluster, id: u64, body: &Value) -> (u16, Value) {
+    let (answer, _) = wait_for(&format!("txn via node {id}"), RETRY_LIMIT, || {
+        let answer = common::http_with_timeout(
+            "POST",
+            &cluster.http(id),
+            "/v1/cp/txn",
+            Some(body),
+            Duration::from_secs(12),
+        )
+        .map(|(code, text)| {
+            (
+                code,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+            )
+        });
+        match answer {
+            Ok((code, answer)) if matches!(code, 500 | 503 | 504) => {
+                Err(format!("{code}: {answer}"))
+            }
+            Ok(answer) => Ok(answer),
+            Err(why) => Err(why),
+        }
+    });
+    answer
+}
+
+#[test]
+fn increment_txn_retried_through_three_nodes_across_a_leader_change_applies_once() {
+    let mut cluster = start(3);
+    let _logs = cluster.logs_on_panic();
+    let (leader, term) = wait_ready(&cluster, 3);
+    let (code, _) = put_settled(&cluster, leader, &json!({"key": "counter", "value": "5"}));
+    assert_eq!(code, 200);
+    // An increment: if counter is 5, make it 6. Applied twice it would fail the compare the
+    // second time and answer "not succeeded"; applied once, every retry answers the original.
+    let increment = json!({
+        "compare": [{"key": "counter", "target": "value", "result": "=", "value": "5"}],
+        "success": [{"put": {"key": "counter", "value": "6"}}],
+        "failure": [{"get": {"key": "counter"}}],
+        "request_id": "client-9:17",
+    });
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let (code, first) = txn_settled(&cluster, followers[0], &increment);
+    assert_eq!((code, &first["succeeded"]), (200, &json!(true)), "{first}");
+    let revision = first["revision"].clone();
+    let (code, second) = txn_settled(&cluster, leader, &increment);
+    assert_eq!(code, 200, "{second}");
+    assert_eq!(
+        (&second["succeeded"], &second["revision"]),
+        (&json!(true), &revision),
+        "{second}"
+    );
+    cluster.kill9(leader);
+    let ((new_leader, new_term), took) = wait_new_leader(&cluster, &followers, leader, term);
+    println!("leader {leader} killed; node {new_leader} leads term {new_term} after {took:?}");
+    let (code, third) = txn_settled(&cluster, followers[1], &increment);
+    assert_eq!(code, 200, "{third}");
+    assert_eq!(
+        (&third["succeeded"], &third["revision"]),
+        (&json!(true), &revision),
+        "{third}"
+    );
+    let (code, answer) = cp_get(&cluster.http(new_leader), "counter", "linearizable").expect("get");
+    assert_eq!(code, 200);
+    assert_eq!(answer["kvs"][0]["value"], "6", "{answer}");
+    assert_eq!(
+        answer["kvs"][0]["version"], 2,
+        "one put of 5, one increment: {answer}"
+    );
+}
