@@ -43,6 +43,8 @@ pub enum RpcRequest {
     KeepAlive(i64),
     /// A membership change forwarded to the leader.
     Membership(crate::cp::MembershipChange),
+    /// A lease's remaining time, which only the leader tracks.
+    LeaseTtl(i64),
 }
 
 /// Answers to [`RpcRequest`]s.
@@ -58,6 +60,8 @@ pub enum RpcReply {
     KeepAlive(Result<i64, CpRequestError>),
     /// Answer to [`RpcRequest::Membership`]: the membership after the change.
     Membership(Result<crate::cp::Membership, CpRequestError>),
+    /// Answer to [`RpcRequest::LeaseTtl`]: granted and remaining seconds, if the lease exists.
+    LeaseTtl(Option<(i64, Option<i64>)>),
 }
 
 /// A heartbeat: "I am alive", who I am, who I know, and who sees whom as far as I know.

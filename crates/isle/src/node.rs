@@ -63,6 +63,9 @@ pub struct NodeArgs {
     /// Refuse all CP requests after this many ms in Emergency (minority).
     #[arg(long)]
     self_fence_after_ms: Option<u64>,
+    /// With --self-fence-after-ms: also exit (status 75) when fencing itself.
+    #[arg(long)]
+    self_fence_exit: bool,
     /// Snapshot the CP state machine every N log entries (and keep N/10 entries behind it).
     #[arg(long)]
     snapshot_every: Option<u64>,
@@ -144,6 +147,7 @@ impl NodeArgs {
         if let Some(after_ms) = self.self_fence_after_ms {
             config.cp.self_fence_after_ms = Some(after_ms);
         }
+        config.cp.self_fence_exit |= self.self_fence_exit;
         if let Some(every) = self.snapshot_every {
             config.cp.snapshot_every_entries = every.max(1);
             config.cp.logs_kept_after_snapshot = every / 10;
@@ -197,8 +201,13 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             },
         ))
     });
-    wait_for_signal().await?;
-    info!("shutting down");
+    let mut exit = node.cp.exit_requested();
+    let fenced = tokio::select! {
+        biased;
+        signal = wait_for_signal() => { signal?; false }
+        _ = exit.wait_for(|requested| *requested) => true,
+    };
+    info!(fenced, "shutting down");
     let _ = stop_tx.send(());
     let _ = grpc_stop_tx.send(());
     // Watch and keep-alive streams never end on their own: do not wait for them.
@@ -209,6 +218,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     match server.await {
         Ok(result) => result.context("HTTP server")?,
         Err(err) => bail!("HTTP server task failed: {err}"),
+    }
+    if fenced {
+        eprintln!("isle node fenced itself: too long without quorum (--self-fence-exit)");
+        std::process::exit(75);
     }
     Ok(())
 }

@@ -199,3 +199,34 @@ fn a_follower_far_behind_catches_up_from_a_snapshot() {
         "node {behind} caught up without installing a snapshot: the test did not test it"
     );
 }
+
+#[test]
+fn a_node_left_without_quorum_fences_itself_and_exits() {
+    let flags = [
+        "--bootstrap-expect",
+        "3",
+        "--self-fence-after-ms",
+        "1500",
+        "--self-fence-exit",
+    ];
+    let mut cluster = LocalCluster::start_with(3, &flags);
+    let _logs = cluster.logs_on_panic();
+    wait_for("a CP leader", LIMIT, || cp_leader(&cluster, &[1, 2, 3]));
+    put_until_ok(&cluster.http(3), "x", "1");
+    cluster.kill9(1);
+    cluster.kill9(2);
+    let (_, took) = wait_for("node 3 fences itself and exits", LIMIT, || {
+        if cluster.nodes[2].running() {
+            Err("still running".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    println!("node 3 exited {took:?} after losing its quorum (detection ~1 s + 1.5 s limit)");
+    let log = std::fs::read_to_string(cluster.nodes[2].spec.data_dir.with_extension("log"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("fenced itself"),
+        "node 3 exited for another reason:\n{log}"
+    );
+}

@@ -93,7 +93,7 @@ impl Lease for LeaseService {
         let request = request.into_inner();
         let cp = &self.0.node.cp;
         let header = Some(self.0.header_now());
-        let Some((granted, remaining)) = cp.lease_ttl(request.id) else {
+        let Some((granted, remaining)) = cp.lease_time_to_live(request.id).await else {
             return reply(rpc::LeaseTimeToLiveResponse {
                 header,
                 id: request.id,
@@ -111,8 +111,8 @@ impl Lease for LeaseService {
         reply(rpc::LeaseTimeToLiveResponse {
             header,
             id: request.id,
-            // Only the leader tracks deadlines; a follower reports the granted TTL.
-            ttl: remaining.unwrap_or(granted),
+            // Only the leader tracks deadlines; a follower asked it.
+            ttl: remaining,
             granted_ttl: granted,
             keys,
         })

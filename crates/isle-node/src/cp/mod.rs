@@ -69,6 +69,9 @@ pub struct CpConfig {
     /// Fence this node itself (refuse every CP request, stale reads included) after this long
     /// in Emergency (no quorum on its side); `None` never.
     pub self_fence_after_ms: Option<u64>,
+    /// When self-fencing, also ask the process to exit (a supervisor restarts it once the
+    /// network is back, as a fresh follower).
+    pub self_fence_exit: bool,
 }
 
 impl Default for CpConfig {
@@ -84,6 +87,7 @@ impl Default for CpConfig {
             fence_command: None,
             fence_timeout_ms: 5000,
             self_fence_after_ms: None,
+            self_fence_exit: false,
         }
     }
 }
@@ -269,6 +273,8 @@ struct Inner {
     deadlines: leases::Deadlines,
     fences: fence::FenceLog,
     self_fenced: std::sync::atomic::AtomicBool,
+    /// Set once this node fenced itself with `self_fence_exit`: the process should exit.
+    exit_requested: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Cp {
@@ -333,8 +339,10 @@ impl Cp {
                 deadlines: leases::Deadlines::default(),
                 fences: fence::FenceLog::default(),
                 self_fenced: std::sync::atomic::AtomicBool::new(false),
+                exit_requested: watch::channel(false).0,
             }),
         };
+        tokio::spawn(cp.clone().watch_self_fence());
         tokio::spawn(cp.clone().watch_leadership());
         tokio::spawn(cp.clone().bootstrap());
         tokio::spawn(cp.clone().expire_leases());
@@ -647,6 +655,7 @@ impl Cp {
                     .map(|outcome| outcome.response),
             ),
             RpcRequest::KeepAlive(id) => RpcReply::KeepAlive(self.keep_alive_as_leader(id)),
+            RpcRequest::LeaseTtl(id) => RpcReply::LeaseTtl(self.lease_ttl(id)),
             RpcRequest::Membership(change) => {
                 RpcReply::Membership(self.change_as_leader(change).await)
             }
@@ -805,6 +814,35 @@ impl Cp {
         Some((lease.ttl_secs, remaining))
     }
 
+    /// A lease's granted TTL and seconds left, asking the leader (which alone tracks
+    /// deadlines) when this node is not it; `None` if the lease does not exist.
+    pub async fn lease_time_to_live(&self, id: i64) -> Option<(i64, i64)> {
+        let (granted, remaining) = self.lease_ttl(id)?;
+        if let Some(remaining) = remaining {
+            return Some((granted, remaining));
+        }
+        let asked = match self.current_leader() {
+            Some(leader) if leader != self.inner.me.0 => {
+                let request = RpcRequest::LeaseTtl(id);
+                let timeout = Duration::from_millis(self.inner.config.heartbeat_ms * 10);
+                self.inner
+                    .rpc
+                    .request(NodeId(leader), request, timeout)
+                    .await
+                    .ok()
+            }
+            _ => None,
+        };
+        match asked {
+            Some(RpcReply::LeaseTtl(Some((granted, Some(remaining))))) => {
+                Some((granted, remaining))
+            }
+            Some(RpcReply::LeaseTtl(None)) => None,
+            // No leader answer: the granted TTL is the best bound this node knows.
+            _ => Some((granted, granted)),
+        }
+    }
+
     /// Every lease of the replica.
     pub fn leases(&self) -> Vec<isle_cp::command::LeaseInfo> {
         self.inner.state.read().machine.leases()
@@ -960,6 +998,30 @@ impl Cp {
         } else {
             Ok(())
         }
+    }
+
+    /// Re-evaluates self-fencing whenever the node's status changes (not only on requests),
+    /// and asks the process to exit when configured to.
+    async fn watch_self_fence(self) {
+        if self.inner.config.self_fence_after_ms.is_none() {
+            return;
+        }
+        let mut status = self.inner.status.clone();
+        loop {
+            status.borrow_and_update();
+            let fenced = self.check_self_fence().is_err();
+            if fenced && self.inner.config.self_fence_exit {
+                self.inner.exit_requested.send_replace(true);
+            }
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Becomes `true` when this node fenced itself and was configured to exit.
+    pub fn exit_requested(&self) -> watch::Receiver<bool> {
+        self.inner.exit_requested.subscribe()
     }
 
     /// Watches Raft's leader; on becoming leader of a new term, fences the previous leader.
