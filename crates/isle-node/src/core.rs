@@ -384,6 +384,7 @@ impl Cluster {
                 id: peer.member.id,
                 peer_addr: peer.member.peer_addr.clone(),
                 http_addr: peer.member.http_addr.clone(),
+                grpc_addr: peer.member.grpc_addr.clone(),
                 zone: peer.member.zone.clone(),
                 weight: peer.member.weight,
                 reachable: peer.reachable,

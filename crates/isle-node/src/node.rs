@@ -147,6 +147,7 @@ pub async fn start_with<N: Network>(
         id: config.id,
         peer_addr: config.advertised().to_string(),
         http_addr: config.http.clone(),
+        grpc_addr: config.grpc.clone(),
         zone: config.zone.clone(),
         weight: config.weight,
     };

@@ -57,6 +57,8 @@ pub struct PeerStatus {
     pub peer_addr: String,
     /// Its HTTP address.
     pub http_addr: String,
+    /// Its etcd gRPC address, if it serves one.
+    pub grpc_addr: Option<String>,
     /// Its zone.
     pub zone: ZoneId,
     /// Its vote weight.

@@ -112,6 +112,7 @@ mod tests {
             id: NodeId(7),
             peer_addr: "p".into(),
             http_addr: "h".into(),
+            grpc_addr: None,
             zone: "z".into(),
             weight: 2,
         };

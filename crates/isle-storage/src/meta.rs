@@ -162,6 +162,7 @@ mod tests {
             id: NodeId(id),
             peer_addr: format!("127.0.0.1:{}", 7000 + id),
             http_addr: format!("127.0.0.1:{}", 8000 + id),
+            grpc_addr: None,
             zone: "east".into(),
             weight: 1,
         }

@@ -39,6 +39,9 @@ pub struct Member {
     pub peer_addr: String,
     /// Address of the client/admin HTTP API.
     pub http_addr: String,
+    /// Address of the etcd v3 gRPC API, if the node serves it.
+    #[serde(default)]
+    pub grpc_addr: Option<String>,
     /// Failure domain.
     pub zone: ZoneId,
     /// Vote weight in weighted quorums (1 for a plain majority).

@@ -27,13 +27,17 @@ impl Cluster for ClusterService {
             client_ur_ls: vec![etcd.client_url.clone()],
             is_learner: !voters.is_empty() && !voters.contains(&status.node.0),
         };
-        // Peers' gRPC addresses are not gossiped (yet): they are listed without client URLs,
+        // Peers gossip their gRPC address; one that serves none is listed without client URLs,
         // as etcd lists a member that has not started.
         let peers = status.peers.iter().map(|peer| rpc::Member {
             id: peer.id.0,
             name: format!("isle-{}", peer.id.0),
             peer_ur_ls: vec![format!("http://{}", peer.peer_addr)],
-            client_ur_ls: Vec::new(),
+            client_ur_ls: peer
+                .grpc_addr
+                .iter()
+                .map(|addr| format!("http://{addr}"))
+                .collect(),
             is_learner: !voters.is_empty() && !voters.contains(&peer.id.0),
         });
         let mut members: Vec<rpc::Member> = std::iter::once(me).chain(peers).collect();

@@ -135,6 +135,7 @@ impl Sim {
                 id,
                 peer_addr: peer_addr(id),
                 http_addr: format!("n{id}:8000"),
+                grpc_addr: None,
                 zone: "z".to_string(),
                 weight: 1,
             };
