@@ -302,8 +302,8 @@ impl Nodes {
 // ---------------------------------------------------------------------------------------------
 // HTTP.
 
-/// One HTTP/1.1 request (`Connection: close`) waiting at most `timeout` for the answer:
-/// (status code, JSON body or `null`). A connect failure is an `Err` starting with "connect".
+/// One request through the shared harness, waiting at most `timeout`: (status code, JSON body or
+/// `null`). A connect failure is an `Err` starting with "connect".
 fn call(
     method: &str,
     addr: &str,
@@ -311,36 +311,8 @@ fn call(
     body: Option<&Value>,
     timeout: Duration,
 ) -> Result<(u16, Value), String> {
-    use std::io::{Read, Write};
-    let socket: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(1))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("send {addr}: {e}"))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("read {addr}: {e}"))?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response from {addr}: {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
+    let (code, text) = common::http_with_timeout(method, addr, path, body, timeout)?;
+    Ok((code, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
 fn post(addr: &str, path: &str, body: &Value) -> Result<(u16, Value), String> {
