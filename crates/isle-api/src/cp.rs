@@ -5,6 +5,7 @@
 //! - `GET /v1/cp/get?key=K&prefix=true&revision=R&limit=N&consistency=stale|linearizable`
 //! - `POST /v1/cp/delete` `{"key", "prefix"?, "prev_kv"?, "request_id"?, "fence"?}`
 //! - `GET /v1/cp/fence?lock=L&token=T` — is `T` the newest token of lock `L`?
+//! - `POST /v1/cp/compact` `{"revision"}` — drop history below a revision
 //! - `POST /v1/cp/lease/grant` `{"ttl_secs", "id"?}`, `POST /v1/cp/lease/keepalive` `{"id"}`,
 //!   `POST /v1/cp/lease/revoke` `{"id"}`, `GET /v1/cp/leases`
 //! - `POST /v1/cp/lock` `{"name", "lease", "timeout_ms"?}` → `{"key", "token", ...}` (waits in
@@ -428,5 +429,31 @@ mod tests {
             body(CpRequestError::Internal("boom".into())),
             json!({"kind": "Internal", "detail": "boom"})
         );
+    }
+}
+
+/// Body of `POST /v1/cp/compact`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompactBody {
+    revision: i64,
+}
+
+pub(crate) async fn compact(
+    State(node): State<NodeHandle>,
+    axum::Json(body): axum::Json<CompactBody>,
+) -> Response {
+    let request = isle_cp::command::CompactRequest {
+        revision: body.revision,
+    };
+    match node.cp.write(Command::new(Request::Compact(request))).await {
+        Ok(isle_cp::Response::Compact(compacted)) => axum::Json(json!({
+            "compacted_to": body.revision, "revision": compacted.header_revision,
+        }))
+        .into_response(),
+        Ok(other) => refusal(&CpRequestError::Internal(format!(
+            "unexpected answer {other:?}"
+        ))),
+        Err(err) => refusal(&err),
     }
 }

@@ -42,6 +42,7 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/v1/cp/get", get(cp::get))
         .route("/v1/cp/delete", post(cp::delete))
         .route("/v1/cp/fence", get(cp::fence))
+        .route("/v1/cp/compact", post(cp::compact))
         .route("/v1/cp/lease/grant", post(cp::lease_grant))
         .route("/v1/cp/lease/keepalive", post(cp::lease_keep_alive))
         .route("/v1/cp/lease/revoke", post(cp::lease_revoke))

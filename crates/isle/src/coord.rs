@@ -266,3 +266,45 @@ pub async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
+
+/// Flags of `isle compact`.
+#[derive(Args, Debug)]
+pub struct CompactArgs {
+    /// HTTP address of any node.
+    #[arg(long, default_value = "127.0.0.1:8401")]
+    http: String,
+    /// Drop history below this revision (reads and watches before it are refused).
+    revision: i64,
+}
+
+/// Runs `isle compact REV`.
+pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let body = json!({"revision": args.revision});
+    client::post(&client::http()?, &args.http, "/v1/cp/compact", &body).await?;
+    println!("compacted history below revision {}", args.revision);
+    Ok(())
+}
+
+/// Flags of `isle fence-check`.
+#[derive(Args, Debug)]
+pub struct FenceCheckArgs {
+    /// HTTP address of any node.
+    #[arg(long, default_value = "127.0.0.1:8401")]
+    http: String,
+    /// Lock (resource) name.
+    lock: String,
+    /// The token presented to the external resource.
+    token: i64,
+}
+
+/// Runs `isle fence-check LOCK TOKEN`: exits 0 if TOKEN is the newest granted for LOCK.
+pub async fn fence_check(args: FenceCheckArgs) -> anyhow::Result<()> {
+    let lock = crate::kv::url_encode(&args.lock);
+    let path = format!("/v1/cp/fence?lock={lock}&token={}", args.token);
+    client::get(&client::http()?, &args.http, &path).await?;
+    println!(
+        "token {} is the newest for {}: accept",
+        args.token, args.lock
+    );
+    Ok(())
+}

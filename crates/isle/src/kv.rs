@@ -130,7 +130,7 @@ pub async fn del(args: DelArgs) -> anyhow::Result<()> {
 }
 
 /// Percent-encodes a query value (keys may hold `/`, `&`, spaces).
-fn url_encode(text: &str) -> String {
+pub(crate) fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

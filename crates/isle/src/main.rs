@@ -52,6 +52,10 @@ enum Command {
     Lease(coord::LeaseCommand),
     /// Acquire a lock, print its fencing token, hold it until Ctrl-C.
     Lock(coord::LockArgs),
+    /// Drop CP history below a revision.
+    Compact(coord::CompactArgs),
+    /// Ask whether a fencing token is still the newest for a lock (a gatekeeper for resources).
+    FenceCheck(coord::FenceCheckArgs),
     /// Runtime membership of the CP Raft group.
     #[command(subcommand)]
     Member(coord::MemberCommand),
@@ -94,6 +98,8 @@ fn main() -> std::process::ExitCode {
             Command::Lease(command) => coord::lease(command).await,
             Command::Lock(args) => coord::lock(args).await,
             Command::Member(command) => coord::member(command).await,
+            Command::Compact(args) => coord::compact(args).await,
+            Command::FenceCheck(args) => coord::fence_check(args).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Recover(args) => coord::recover(args).await,
         }
