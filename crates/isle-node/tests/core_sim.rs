@@ -220,19 +220,16 @@ fn complete_split_three_two_and_heal() {
     );
 }
 
-#[test]
-fn partial_cut_is_partial_everywhere_and_all_keep_quorum() {
+/// On 3 nodes: applies `cut` at `FAULT_AT_MS`, expects every node Degraded (each still reaches
+/// 2 of 3 including itself) reporting `expected`, then heals and expects one clean recovery.
+fn three_node_cut_scenario(cut: impl Fn(&mut Sim), expected: &Partition) {
     for seed in seeds(SEEDS_3_NODES) {
         let mut sim = started(seed, SimConfig::new(3), FAULT_AT_MS);
         let cut_at = sim.now();
-        sim.cut_both(&[1], &[2]);
+        cut(&mut sim);
         sim.run_for(DETECT_LIMIT_MS);
-        let partial = Partition::Partial {
-            cut: vec![(node(1), node(2))],
-        };
         for n in 1..=3 {
-            // Each reaches 2 of 3 including itself (node 3 reaches all): quorum everywhere.
-            assert_partitioned(&sim, n, State::Degraded, &partial, true);
+            assert_partitioned(&sim, n, State::Degraded, expected, true);
         }
         sim.heal();
         let healed_at = sim.now();
@@ -245,26 +242,19 @@ fn partial_cut_is_partial_everywhere_and_all_keep_quorum() {
 }
 
 #[test]
+fn partial_cut_is_partial_everywhere_and_all_keep_quorum() {
+    let partial = Partition::Partial {
+        cut: vec![(node(1), node(2))],
+    };
+    three_node_cut_scenario(|sim| sim.cut_both(&[1], &[2]), &partial);
+}
+
+#[test]
 fn one_way_cut_is_asymmetric_everywhere() {
-    for seed in seeds(SEEDS_3_NODES) {
-        let mut sim = started(seed, SimConfig::new(3), FAULT_AT_MS);
-        let cut_at = sim.now();
-        sim.cut(&[1], &[2]);
-        sim.run_for(DETECT_LIMIT_MS);
-        let one_way = Partition::Asymmetric {
-            one_way: vec![(node(1), node(2))],
-        };
-        for n in 1..=3 {
-            assert_partitioned(&sim, n, State::Degraded, &one_way, true);
-        }
-        sim.heal();
-        let healed_at = sim.now();
-        sim.run_for(RECOVER_LIMIT_MS);
-        for n in 1..=3 {
-            assert_recovered(&sim, n, cut_at, healed_at, 1);
-        }
-        assert_healthy(&sim, &[1, 2, 3]);
-    }
+    let one_way = Partition::Asymmetric {
+        one_way: vec![(node(1), node(2))],
+    };
+    three_node_cut_scenario(|sim| sim.cut(&[1], &[2]), &one_way);
 }
 
 /// Crashes node 5 of 5 at `FAULT_AT_MS`, checks the survivors' verdict, restarts it after
