@@ -111,6 +111,12 @@ impl<T: Clone> MvRegister<T> {
     pub fn context(&self) -> &Context {
         self.kernel.context()
     }
+
+    /// Drop every value seen here (an observed remove); concurrent writes elsewhere survive.
+    pub fn clear(&mut self) {
+        let seen = self.kernel.context().clone();
+        self.kernel.remove_covered(&seen);
+    }
 }
 
 impl<T: Clone> Crdt for MvRegister<T> {

@@ -1,0 +1,1 @@
+//! Per-partition Merkle trees (being written).
