@@ -12,6 +12,7 @@
 //!
 //! Errors are JSON: `{"error": "...what failed and what to do..."}`.
 
+pub mod ap_backend;
 mod cp;
 pub mod etcd;
 mod txn;
