@@ -12,9 +12,11 @@
 //!
 //! Errors are JSON: `{"error": "...what failed and what to do..."}`.
 
+pub mod ap;
 pub mod ap_backend;
 mod cp;
 pub mod etcd;
+pub mod resp;
 mod txn;
 mod watch;
 

@@ -1,0 +1,1 @@
+//! HTTP/JSON for the AP keyspace under `/v1/ap/...` (being written).
