@@ -2,15 +2,17 @@
 //!
 //! One redb file per node (`<data-dir>/isle.redb`) holds every table the node keeps: today its
 //! identity and the membership it has learned, and the Raft log of the CP keyspace
-//! ([`RedbLogStore`], openraft's log storage); later the AP keyspace. redb was
+//! ([`RedbLogStore`], openraft's log storage); and the AP keyspace's objects, hints and Merkle leaves ([`ApStore`]). redb was
 //! chosen because it is pure Rust, ACID with `Durability::Immediate` (fsync before a commit
 //! returns), has no background threads (deterministic under simulation) and offers an in-memory
 //! backend, which is what the simulator plugs in.
 
+mod ap;
 mod meta;
 mod raft_log;
 mod records;
 
+pub use ap::{ApStore, ApStoreError, ApWrite, StoredHint};
 pub use meta::RedbStore;
 pub use raft_log::{
     CorruptRecord, LIMITED_READ_BYTES_MAX, LIMITED_READ_ENTRIES_MAX, RecordKey, RedbLogStore,

@@ -66,6 +66,7 @@ impl RedbStore {
         txn.open_table(MEMBERS).map_err(engine)?;
         raft_log::create_tables(&txn).map_err(engine)?;
         crate::records::create_table(&txn).map_err(engine)?;
+        crate::ap::create_tables(&txn).map_err(engine)?;
         txn.commit().map_err(engine)?;
         Ok(RedbStore { db: Arc::new(db) })
     }
