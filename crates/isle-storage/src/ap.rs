@@ -32,7 +32,9 @@ pub enum ApStoreError {
     #[error("AP storage: {0}")]
     Engine(String),
     /// A stored value failed its checksum.
-    #[error("AP storage: corrupt {table} entry (checksum mismatch); the replica will be repaired from its peers")]
+    #[error(
+        "AP storage: corrupt {table} entry (checksum mismatch); the replica will be repaired from its peers"
+    )]
     Corrupt {
         /// The table.
         table: &'static str,
@@ -58,6 +60,11 @@ fn unframe(table: &'static str, framed: &[u8]) -> Result<Vec<u8>, ApStoreError> 
     }
     Ok(payload.to_vec())
 }
+
+/// A stored object: (storage key, encoded object).
+pub type KeyedObject = (Vec<u8>, Vec<u8>);
+/// A Merkle leaf: ((partition, leaf), hash).
+pub type StoredLeaf = ((u32, u32), u128);
 
 /// A hint: a write held for an owner that was unreachable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +157,10 @@ impl ApWrite<'_> {
         payload.extend_from_slice(&hint.created_unix_ms.to_le_bytes());
         payload.extend_from_slice(&hint.object);
         self.hints
-            .insert((hint.owner, hint.key.as_slice()), frame(&payload).as_slice())
+            .insert(
+                (hint.owner, hint.key.as_slice()),
+                frame(&payload).as_slice(),
+            )
             .map_err(engine)?;
         Ok(())
     }
@@ -212,22 +222,19 @@ impl ApStore {
         start: &[u8],
         end: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ApStoreError> {
+    ) -> Result<Vec<KeyedObject>, ApStoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(OBJECTS).map_err(engine)?;
         let mut found = Vec::new();
         for entry in table.range(start..end).map_err(engine)?.take(limit) {
             let (key, framed) = entry.map_err(engine)?;
-            found.push((
-                key.value().to_vec(),
-                unframe("ap_objects", framed.value())?,
-            ));
+            found.push((key.value().to_vec(), unframe("ap_objects", framed.value())?));
         }
         Ok(found)
     }
 
     /// Every stored Merkle leaf hash: ((partition, leaf), hash).
-    pub fn leaves(&self) -> Result<Vec<((u32, u32), u128)>, ApStoreError> {
+    pub fn leaves(&self) -> Result<Vec<StoredLeaf>, ApStoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(LEAVES).map_err(engine)?;
         let mut leaves = Vec::new();

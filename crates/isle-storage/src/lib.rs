@@ -12,7 +12,7 @@ mod meta;
 mod raft_log;
 mod records;
 
-pub use ap::{ApStore, ApStoreError, ApWrite, StoredHint};
+pub use ap::{ApStore, ApStoreError, ApWrite, KeyedObject, StoredHint, StoredLeaf};
 pub use meta::RedbStore;
 pub use raft_log::{
     CorruptRecord, LIMITED_READ_BYTES_MAX, LIMITED_READ_ENTRIES_MAX, RecordKey, RedbLogStore,
