@@ -9,7 +9,9 @@
 //! - [`hlc`]: the hybrid logical clock that stamps `lww` writes.
 //! - [`request`]: what clients ask and get back, shared by every interface.
 //! - [`merkle`]: per-partition Merkle trees updated on every write, and their diff.
+//! - [`aae`]: active anti-entropy, the exchange that finds the keys two replicas hold differently.
 
+pub mod aae;
 pub mod hlc;
 pub mod level;
 pub mod merkle;
