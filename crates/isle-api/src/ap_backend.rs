@@ -38,8 +38,8 @@ pub(crate) mod memory {
     use std::sync::{Arc, Mutex};
 
     use isle_ap::{
-        ApError, BucketInfo, Hlc, Object, Op, ReadOptions, ReadReply, Replicas, Rule,
-        WriteOptions, WriteReply,
+        ApError, BucketInfo, Hlc, Object, Op, ReadOptions, ReadReply, Replicas, Rule, WriteOptions,
+        WriteReply,
     };
     use isle_types::NodeId;
 
@@ -143,5 +143,34 @@ pub(crate) mod memory {
         fn node_id(&self) -> u64 {
             1
         }
+    }
+}
+
+impl ApBackend for isle_node::ap::Ap {
+    async fn get(
+        &self,
+        bucket: String,
+        key: Vec<u8>,
+        options: ReadOptions,
+    ) -> Result<ReadReply, ApError> {
+        isle_node::ap::Ap::get(self, &bucket, &key, options).await
+    }
+
+    async fn apply(
+        &self,
+        bucket: String,
+        key: Vec<u8>,
+        op: Op,
+        options: WriteOptions,
+    ) -> Result<WriteReply, ApError> {
+        isle_node::ap::Ap::apply(self, &bucket, &key, op, options).await
+    }
+
+    fn buckets(&self) -> Vec<BucketInfo> {
+        isle_node::ap::Ap::buckets(self)
+    }
+
+    fn node_id(&self) -> u64 {
+        isle_node::ap::Ap::node_id(self).0
     }
 }

@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// CP keyspace (Raft) settings.
     #[serde(default)]
     pub cp: crate::cp::CpConfig,
+    /// AP keyspace settings.
+    #[serde(default)]
+    pub ap: crate::ap::ApConfig,
 }
 
 fn one() -> u32 {

@@ -79,6 +79,8 @@ pub struct Cluster {
     next_heartbeat: Millis,
     transitions: VecDeque<Transition>,
     outputs: VecDeque<Output>,
+    /// Set by the shell while replicas still reconcile (hints to hand off, trees differing).
+    reconcile_pending: bool,
 }
 
 impl Cluster {
@@ -111,6 +113,7 @@ impl Cluster {
             next_heartbeat: now,
             transitions: VecDeque::new(),
             outputs: VecDeque::new(),
+            reconcile_pending: false,
         };
         for member in members {
             if member.id != cluster.me.id {
@@ -119,6 +122,12 @@ impl Cluster {
         }
         cluster.evaluate(now);
         cluster
+    }
+
+    /// Whether replicas still reconcile after a partition (hints pending for reachable
+    /// owners, Merkle trees differing): the state machine stays in `Reconciling` meanwhile.
+    pub fn set_reconcile_pending(&mut self, pending: bool) {
+        self.reconcile_pending = pending;
     }
 
     fn insert_peer(&mut self, member: Member) {
@@ -357,7 +366,7 @@ impl Cluster {
         let observation = Observation {
             partitioned,
             quorum_held: self.verdict.held,
-            reconcile_pending: false,
+            reconcile_pending: self.reconcile_pending,
         };
         for transition in self.machine.observe(now, observation) {
             if self.transitions.len() == TRANSITIONS_KEPT_MAX {

@@ -45,6 +45,8 @@ pub enum RpcRequest {
     Membership(crate::cp::MembershipChange),
     /// A lease's remaining time, which only the leader tracks.
     LeaseTtl(i64),
+    /// The AP keyspace's replica protocol.
+    Ap(crate::ap::wire::ApRequest),
 }
 
 /// Answers to [`RpcRequest`]s.
@@ -62,6 +64,8 @@ pub enum RpcReply {
     Membership(Result<crate::cp::Membership, CpRequestError>),
     /// Answer to [`RpcRequest::LeaseTtl`]: granted and remaining seconds, if the lease exists.
     LeaseTtl(Option<(i64, Option<i64>)>),
+    /// Answer to [`RpcRequest::Ap`].
+    Ap(crate::ap::wire::ApReply),
 }
 
 /// A heartbeat: "I am alive", who I am, who I know, and who sees whom as far as I know.

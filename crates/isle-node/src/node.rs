@@ -11,10 +11,11 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::ap::Ap;
 use crate::config::NodeConfig;
 use crate::core::{Cluster, Output};
 use crate::cp::Cp;
-use crate::message::PeerMessage;
+use crate::message::{PeerMessage, RpcRequest};
 use crate::metrics::NodeMetrics;
 use crate::rpc::PeerRpc;
 use crate::status::Status;
@@ -56,6 +57,9 @@ pub enum NodeError {
     /// The CP keyspace (Raft) could not start.
     #[error("CP keyspace: {0}")]
     Cp(String),
+    /// The AP keyspace could not start.
+    #[error("AP keyspace: {0}")]
+    Ap(String),
 }
 
 /// A running node, as the admin API and tests reach it.
@@ -71,6 +75,8 @@ pub struct NodeHandle {
     pub identity: Identity,
     /// The CP keyspace.
     pub cp: Cp,
+    /// The AP keyspace.
+    pub ap: Ap,
     shutdown: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
     done: watch::Receiver<bool>,
 }
@@ -200,6 +206,16 @@ pub async fn start_with<N: Network>(
     )
     .await
     .map_err(NodeError::Cp)?;
+    let ap = Ap::start(
+        config.id,
+        config.ap.clone(),
+        &env.store,
+        Arc::clone(&rpc),
+        env.clock.clone(),
+        status_rx.clone(),
+        &mut registry,
+    )
+    .map_err(NodeError::Ap)?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (done_tx, done_rx) = watch::channel(false);
     let event_loop = EventLoop {
@@ -210,6 +226,7 @@ pub async fn start_with<N: Network>(
         metrics,
         rpc,
         cp: cp.clone(),
+        ap: ap.clone(),
     };
     tokio::spawn(async move {
         event_loop.run(inbound, shutdown_rx, status_tx).await;
@@ -221,6 +238,7 @@ pub async fn start_with<N: Network>(
         registry: Arc::new(registry),
         identity,
         cp,
+        ap,
         shutdown: Arc::new(std::sync::Mutex::new(Some(shutdown_tx))),
         done: done_rx,
     })
@@ -235,6 +253,7 @@ struct EventLoop {
     metrics: NodeMetrics,
     rpc: Arc<PeerRpc>,
     cp: Cp,
+    ap: Ap,
 }
 
 impl EventLoop {
@@ -259,11 +278,13 @@ impl EventLoop {
                     None => break,
                 },
             }
+            self.core.set_reconcile_pending(self.ap.reconcile_pending());
             let snapshot = Arc::new(self.core.status(self.clock.now()));
             self.drain_outputs(&snapshot);
             self.metrics.observe(&snapshot);
             status.send_replace(snapshot);
         }
+        self.ap.shutdown();
         self.cp.shutdown().await;
         self.transport.shutdown().await;
         info!(node = %self.core.id(), "stopped");
@@ -274,6 +295,13 @@ impl EventLoop {
         match message.msg {
             PeerMessage::Heartbeat(heartbeat) => {
                 self.core.handle_heartbeat(now, message.from, heartbeat);
+            }
+            PeerMessage::Request {
+                id,
+                body: RpcRequest::Ap(request),
+            } => {
+                let ap = self.ap.clone();
+                tokio::spawn(async move { ap.handle_request(message.from, id, request).await });
             }
             PeerMessage::Request { id, body } => {
                 // Served off the loop: a Raft append or a forwarded write may take a while.

@@ -129,6 +129,7 @@ fn node_config(id: u64) -> NodeConfig {
         detection: Default::default(),
         transport: Default::default(),
         cp: Default::default(),
+        ap: Default::default(),
     }
 }
 

@@ -266,6 +266,20 @@ impl ApStore {
         Ok(hints)
     }
 
+    /// The hint held for `owner` under `key`.
+    pub fn hints_for_key(
+        &self,
+        owner: u64,
+        key: &[u8],
+    ) -> Result<Option<StoredHint>, ApStoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(HINTS).map_err(engine)?;
+        match table.get((owner, key)).map_err(engine)? {
+            Some(framed) => hint_from(owner, key, framed.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Every hint held: (owner, count, oldest created unix ms) per owner.
     pub fn hint_summary(&self) -> Result<Vec<(u64, u64, u64)>, ApStoreError> {
         let txn = self.db.begin_read().map_err(engine)?;

@@ -69,6 +69,15 @@ pub struct NodeArgs {
     /// Snapshot the CP state machine every N log entries (and keep N/10 entries behind it).
     #[arg(long)]
     snapshot_every: Option<u64>,
+    /// AP keyspace: ms between Merkle anti-entropy rounds (0 turns anti-entropy off).
+    #[arg(long)]
+    aae_interval_ms: Option<u64>,
+    /// AP keyspace: ms between hinted-handoff passes.
+    #[arg(long)]
+    hint_interval_ms: Option<u64>,
+    /// AP keyspace: anti-entropy I/O budget in bytes per second.
+    #[arg(long)]
+    repair_bytes_per_sec: Option<u64>,
 }
 
 impl NodeArgs {
@@ -101,6 +110,7 @@ impl NodeArgs {
                     detection: Default::default(),
                     transport: Default::default(),
                     cp: Default::default(),
+                    ap: Default::default(),
                 }
             }
         };
@@ -151,6 +161,15 @@ impl NodeArgs {
         if let Some(every) = self.snapshot_every {
             config.cp.snapshot_every_entries = every.max(1);
             config.cp.logs_kept_after_snapshot = every / 10;
+        }
+        if let Some(ms) = self.aae_interval_ms {
+            config.ap.aae_interval_ms = ms;
+        }
+        if let Some(ms) = self.hint_interval_ms {
+            config.ap.hint_interval_ms = ms;
+        }
+        if let Some(rate) = self.repair_bytes_per_sec {
+            config.ap.repair_bytes_per_sec = rate;
         }
         if let Some(phi) = self.phi_threshold {
             config.detection.phi_threshold = phi;

@@ -659,6 +659,8 @@ impl Cp {
             RpcRequest::Membership(change) => {
                 RpcReply::Membership(self.change_as_leader(change).await)
             }
+            // The node's loop routes these to the AP keyspace.
+            RpcRequest::Ap(_) => return,
         };
         self.inner.rpc.reply(from, id, reply);
     }

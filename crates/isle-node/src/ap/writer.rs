@@ -1,0 +1,385 @@
+//! The AP keyspace's single writer: every change to a replica's objects, hints and Merkle
+//! leaves goes through one task, which commits all waiting changes in one fsynced redb
+//! transaction (group commit) and only then answers them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use isle_ap::merkle::{DEFAULT_FANOUT_BITS, DEFAULT_LEAF_BITS, Shape, Tree, entry_hash};
+use isle_ap::{ApError, Hlc, Object, Op, Rule};
+use isle_env::Clock;
+use isle_storage::{ApStore, ApStoreError, ApWrite, StoredHint};
+use isle_types::NodeId;
+use tokio::sync::{mpsc, oneshot};
+use tracing::error;
+
+use super::metrics::ApMetrics;
+
+/// Most changes committed in one transaction.
+const BATCH_MAX: usize = 512;
+
+/// Where a change lands: the replica's own copy, or a hint held for another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The replica's copy (indexed by the Merkle trees).
+    Data,
+    /// A hint held for this owner.
+    Hint(NodeId),
+}
+
+/// One change for the writer.
+pub(crate) enum Job {
+    /// Apply a client operation (this node coordinates it) and return the new state.
+    Apply {
+        key: Vec<u8>,
+        hash: u64,
+        op: Op,
+        rule: Rule,
+        actor: NodeId,
+        target: Target,
+        reply: oneshot::Sender<Result<(Object, bool), ApError>>,
+    },
+    /// Merge another replica's state.
+    Merge {
+        key: Vec<u8>,
+        hash: u64,
+        object: Object,
+        target: Target,
+        reply: oneshot::Sender<Result<(), ApError>>,
+    },
+    /// Drop a delivered hint, unless it changed since it was read (digest differs).
+    RemoveHint {
+        owner: NodeId,
+        key: Vec<u8>,
+        digest: u128,
+        reply: oneshot::Sender<Result<bool, ApError>>,
+    },
+}
+
+/// Hints held per owner, kept in memory so the delivery loop need not scan the table.
+#[derive(Debug, Default)]
+pub(crate) struct HintIndex {
+    /// owner → (count, oldest created unix ms since the backlog began).
+    pub(crate) owners: BTreeMap<NodeId, (u64, u64)>,
+}
+
+impl HintIndex {
+    pub(crate) fn total(&self) -> u64 {
+        self.owners.values().map(|(count, _)| count).sum()
+    }
+}
+
+/// Shared handle on the hint index.
+pub(crate) type Hints = Arc<Mutex<HintIndex>>;
+
+pub(crate) fn lock(hints: &Hints) -> MutexGuard<'_, HintIndex> {
+    hints.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One Merkle tree per partition of the ring.
+pub(crate) struct Trees {
+    shape: Shape,
+    trees: Vec<Tree>,
+}
+
+impl Trees {
+    /// Empty trees for `2^partition_bits` partitions.
+    pub(crate) fn new(partition_bits: u32) -> Self {
+        let shape = Shape::new(partition_bits, DEFAULT_LEAF_BITS, DEFAULT_FANOUT_BITS);
+        let trees = (0..(1u32 << shape.partition_bits()))
+            .map(|partition| Tree::new(partition, shape))
+            .collect();
+        Trees { shape, trees }
+    }
+
+    /// The (partition, leaf) of a key hash.
+    pub(crate) fn leaf_of(&self, hash: u64) -> (u32, u32) {
+        (self.shape.partition_of(hash), self.shape.leaf_of(hash))
+    }
+
+    /// A leaf's hash.
+    pub(crate) fn leaf(&self, partition: u32, leaf: u32) -> u128 {
+        self.trees
+            .get(partition as usize)
+            .map_or(0, |t| t.leaf(leaf))
+    }
+
+    /// Sets a leaf's hash and the path above it.
+    pub(crate) fn set_leaf(&mut self, partition: u32, leaf: u32, hash: u128) {
+        if let Some(tree) = self.trees.get_mut(partition as usize) {
+            tree.set_leaf(leaf, hash);
+        }
+    }
+
+    /// The tree of one partition.
+    pub(crate) fn tree(&self, partition: u32) -> Option<&Tree> {
+        self.trees.get(partition as usize)
+    }
+}
+
+/// Shared handle on the Merkle trees (read by anti-entropy, written here after each commit).
+pub(crate) type SharedTrees = Arc<Mutex<Trees>>;
+
+pub(crate) fn trees(trees: &SharedTrees) -> MutexGuard<'_, Trees> {
+    trees.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) struct Writer {
+    pub(crate) store: ApStore,
+    pub(crate) trees: SharedTrees,
+    pub(crate) hlc: Hlc,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) hints: Hints,
+    pub(crate) hints_max: u64,
+    pub(crate) metrics: Arc<ApMetrics>,
+}
+
+fn decode(bytes: &[u8]) -> Result<Object, ApError> {
+    Object::decode(bytes).map_err(|e| ApError::Internal(format!("undecodable stored object: {e}")))
+}
+
+/// Changes made in one transaction, applied to memory only after it commits.
+#[derive(Default)]
+struct Pending {
+    leaves: HashMap<(u32, u32), u128>,
+    hints_added: Vec<(NodeId, u64)>,
+    hints_removed: Vec<NodeId>,
+}
+
+enum Done {
+    Apply(
+        oneshot::Sender<Result<(Object, bool), ApError>>,
+        Result<(Object, bool), ApError>,
+    ),
+    Merge(oneshot::Sender<Result<(), ApError>>, Result<(), ApError>),
+    Remove(
+        oneshot::Sender<Result<bool, ApError>>,
+        Result<bool, ApError>,
+    ),
+}
+
+impl Writer {
+    pub(crate) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        while jobs.recv_many(&mut batch, BATCH_MAX).await > 0 {
+            self.metrics.write_batch(batch.len());
+            self.commit(std::mem::take(&mut batch));
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Job>) {
+        let mut pending = Pending::default();
+        let outcome = {
+            let store = self.store.clone();
+            store.write(|w| {
+                let mut done = Vec::with_capacity(batch.len());
+                for job in batch {
+                    done.push(self.process(w, job, &mut pending)?);
+                }
+                Ok::<_, ApStoreError>(done)
+            })
+        };
+        match outcome {
+            Ok(done) => {
+                {
+                    let mut trees = trees(&self.trees);
+                    for ((partition, leaf), hash) in pending.leaves {
+                        trees.set_leaf(partition, leaf, hash);
+                    }
+                }
+                {
+                    let mut hints = lock(&self.hints);
+                    for (owner, created) in pending.hints_added {
+                        let entry = hints.owners.entry(owner).or_insert((0, created));
+                        entry.0 += 1;
+                        entry.1 = entry.1.min(created);
+                    }
+                    for owner in pending.hints_removed {
+                        if let Some(entry) = hints.owners.get_mut(&owner) {
+                            entry.0 = entry.0.saturating_sub(1);
+                            if entry.0 == 0 {
+                                hints.owners.remove(&owner);
+                            }
+                        }
+                    }
+                }
+                for done in done {
+                    match done {
+                        Done::Apply(reply, result) => {
+                            let _ = reply.send(result);
+                        }
+                        Done::Merge(reply, result) => {
+                            let _ = reply.send(result);
+                        }
+                        Done::Remove(reply, result) => {
+                            let _ = reply.send(result);
+                        }
+                    }
+                }
+            }
+            // The transaction rolled back: every job in it failed, and its replies were
+            // dropped with it, which callers see as an internal error.
+            Err(err) => error!(%err, "AP write transaction failed; nothing in it was stored"),
+        }
+    }
+
+    /// The copy at `target`, if any.
+    fn read(
+        &self,
+        w: &ApWrite<'_>,
+        key: &[u8],
+        target: Target,
+    ) -> Result<Option<Object>, ApStoreError> {
+        let bytes = match target {
+            Target::Data => w.object(key)?,
+            Target::Hint(owner) => w.hint(owner.0, key)?.map(|hint| hint.object),
+        };
+        Ok(bytes.and_then(|b| decode(&b).ok()))
+    }
+
+    fn write(
+        &mut self,
+        w: &mut ApWrite<'_>,
+        (key, hash, target): (&[u8], u64, Target),
+        old: Option<&Object>,
+        new: &Object,
+        pending: &mut Pending,
+    ) -> Result<Result<(), ApError>, ApStoreError> {
+        let bytes = new.encode();
+        match target {
+            Target::Data => {
+                w.put_object(key, &bytes)?;
+                let trees = trees(&self.trees);
+                let (partition, leaf) = trees.leaf_of(hash);
+                let current = pending
+                    .leaves
+                    .get(&(partition, leaf))
+                    .copied()
+                    .unwrap_or_else(|| trees.leaf(partition, leaf));
+                let mut next = current ^ entry_hash(key, new.digest());
+                if let Some(old) = old {
+                    next ^= entry_hash(key, old.digest());
+                }
+                drop(trees);
+                w.set_leaf(partition, leaf, next)?;
+                pending.leaves.insert((partition, leaf), next);
+            }
+            Target::Hint(owner) => {
+                let existing = w.hint(owner.0, key)?;
+                let created = match &existing {
+                    Some(hint) => hint.created_unix_ms,
+                    None => {
+                        let held = lock(&self.hints).total() + pending.hints_added.len() as u64;
+                        if held >= self.hints_max {
+                            return Ok(Err(ApError::Unavailable {
+                                answered: 0,
+                                asked: 1,
+                                needed: 1,
+                                level: "hint".into(),
+                                detail: format!(
+                                    "this fallback already holds {held} hints (limit {})",
+                                    self.hints_max
+                                ),
+                            }));
+                        }
+                        let now = self.clock.unix_ms();
+                        pending.hints_added.push((owner, now));
+                        self.metrics.hints_stored.inc();
+                        now
+                    }
+                };
+                w.put_hint(&StoredHint {
+                    owner: owner.0,
+                    key: key.to_vec(),
+                    created_unix_ms: created,
+                    object: bytes,
+                })?;
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn process(
+        &mut self,
+        w: &mut ApWrite<'_>,
+        job: Job,
+        pending: &mut Pending,
+    ) -> Result<Done, ApStoreError> {
+        Ok(match job {
+            Job::Apply {
+                key,
+                hash,
+                op,
+                rule,
+                actor,
+                target,
+                reply,
+            } => {
+                let old = self.read(w, &key, target)?;
+                let mut object = old.clone().unwrap_or_else(|| Object::empty_for(&op, rule));
+                let now = self.clock.unix_ms();
+                if let Some(stamp) = object.stamp() {
+                    self.hlc.observe(stamp, now);
+                }
+                let stamp = self.hlc.now(now);
+                let result = match object.apply(&op, actor, stamp) {
+                    Ok(applied) => {
+                        if applied {
+                            match self.write(
+                                w,
+                                (&key, hash, target),
+                                old.as_ref(),
+                                &object,
+                                pending,
+                            )? {
+                                Ok(()) => Ok((object, true)),
+                                Err(err) => Err(err),
+                            }
+                        } else {
+                            Ok((object, false))
+                        }
+                    }
+                    Err(err) => Err(ApError::Apply(err)),
+                };
+                Done::Apply(reply, result)
+            }
+            Job::Merge {
+                key,
+                hash,
+                object,
+                target,
+                reply,
+            } => {
+                let old = self.read(w, &key, target)?;
+                let mut merged = old.clone().unwrap_or_else(|| object.clone());
+                merged.merge(&object);
+                if let Some(stamp) = merged.stamp() {
+                    self.hlc.observe(stamp, self.clock.unix_ms());
+                }
+                let result = if old.as_ref() == Some(&merged) {
+                    Ok(())
+                } else {
+                    self.write(w, (&key, hash, target), old.as_ref(), &merged, pending)?
+                };
+                Done::Merge(reply, result)
+            }
+            Job::RemoveHint {
+                owner,
+                key,
+                digest,
+                reply,
+            } => {
+                let current = w.hint(owner.0, &key)?;
+                let unchanged = current
+                    .as_ref()
+                    .and_then(|hint| decode(&hint.object).ok())
+                    .is_some_and(|object| object.digest() == digest);
+                if unchanged {
+                    w.remove_hint(owner.0, &key)?;
+                    pending.hints_removed.push(owner);
+                }
+                Done::Remove(reply, Ok(unchanged))
+            }
+        })
+    }
+}
