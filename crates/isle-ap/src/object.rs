@@ -233,7 +233,11 @@ impl FieldValue {
 impl Field {
     /// The field's value: the latest text if any is set, else the counter.
     pub fn value(&self) -> Option<FieldValue> {
-        let latest = self.text.values().into_iter().max_by_key(|(stamp, _)| *stamp);
+        let latest = self
+            .text
+            .values()
+            .into_iter()
+            .max_by_key(|(stamp, _)| *stamp);
         match latest {
             Some((_, text)) => Some(FieldValue::Text(text.clone())),
             None if self.count.touched() => Some(FieldValue::Int(self.count.value())),
@@ -246,12 +250,7 @@ impl Field {
         self.text.write(actor, (stamp, text));
     }
 
-    fn incr(
-        &mut self,
-        actor: NodeId,
-        by: i64,
-        request_id: Option<&str>,
-    ) -> Result<(), ApplyError> {
+    fn incr(&mut self, actor: NodeId, by: i64, request_id: Option<&str>) -> Result<(), ApplyError> {
         if let Some(FieldValue::Text(text)) = self.value() {
             let base: i64 = std::str::from_utf8(&text)
                 .ok()
@@ -505,7 +504,12 @@ impl Object {
 
     /// A 128-bit digest of the whole state: equal digests mean equal replicas.
     pub fn digest(&self) -> u128 {
-        xxhash_rust::xxh3::xxh3_128(&self.encode())
+        Self::digest_of_encoding(&self.encode())
+    }
+
+    /// The digest of an object from its stored encoding, without decoding it.
+    pub fn digest_of_encoding(bytes: &[u8]) -> u128 {
+        xxhash_rust::xxh3::xxh3_128(bytes)
     }
 
     /// The stored encoding (postcard; maps are ordered, so equal states encode equally).

@@ -1,21 +1,271 @@
-//! Anti-entropy (placeholder while the exchange core lands).
+//! Active anti-entropy: replicas of a partition compare Merkle trees and exchange only the keys
+//! that differ, within a bytes-per-second budget, so replicas converge after a partition heals
+//! even for keys no client reads.
+//!
+//! Every `aae_interval_ms`, a node runs one exchange ([`isle_ap::aae::Exchange`]) with each
+//! reachable peer of higher id that shares a partition with it (so each pair talks once per
+//! round), then pulls the peer's copies of the differing keys, merges them into its own, and
+//! pushes the merged copies back.
 
-use isle_ap::ApError;
-use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use super::Ap;
+use isle_ap::aae::{
+    AaeReply, AaeRequest, Exchange, ExchangeConfig, LeafKeys, Step, respond, wire_size,
+};
+use isle_ap::merkle::Shape;
+use isle_ap::{ApError, Object, PartitionId};
+use isle_env::Clock;
+use isle_storage::ApStore;
+use isle_types::{Millis, NodeId};
+use tracing::{debug, info};
 
-/// Placeholder request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AaeRequest;
-/// Placeholder reply.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AaeReply;
+use super::wire::{ApReply, ApRequest};
+use super::writer::trees;
+use super::{Ap, unexpected};
 
-pub(super) async fn run(_ap: Ap) {}
+/// Keys fetched or stored per repair request.
+const REPAIR_BATCH: usize = 256;
+
+/// The node's objects as the exchange sees them: (storage key, digest) per leaf.
+struct StoreKeys<'a> {
+    store: &'a ApStore,
+    shape: Shape,
+}
+
+impl LeafKeys for StoreKeys<'_> {
+    fn keys_in_leaf(&self, partition: PartitionId, leaf: u32) -> Vec<(Vec<u8>, u128)> {
+        let (start, end) = self.shape.leaf_range(partition, leaf);
+        // Past every storage key: 8 hash bytes of 0xff, then a bucket length below 0xff.
+        let end = end.unwrap_or_else(|| vec![0xff; 9]);
+        match self.store.objects_in(&start, &end, usize::MAX) {
+            Ok(objects) => objects
+                .into_iter()
+                .map(|(key, bytes)| (key, Object::digest_of_encoding(&bytes)))
+                .collect(),
+            // Unreadable: seen as empty, so the peer's copies are pulled and merged (harmless).
+            Err(err) => {
+                debug!(%err, partition, leaf, "leaf scan failed");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Bytes-per-second budget for anti-entropy traffic.
+struct Budget {
+    rate: u64,
+    window_start: Millis,
+    spent: u64,
+}
+
+impl Budget {
+    async fn spend(&mut self, clock: &dyn Clock, bytes: u64) {
+        let now = clock.now();
+        if now.since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.spent = 0;
+        }
+        self.spent += bytes;
+        if self.rate > 0 && self.spent > self.rate {
+            clock
+                .sleep_until(self.window_start + Duration::from_secs(1))
+                .await;
+            self.window_start = clock.now();
+            self.spent = 0;
+        }
+    }
+}
+
+/// The anti-entropy loop.
+pub(super) async fn run(ap: Ap) {
+    let interval = ap.inner.config.aae_interval_ms;
+    if interval == 0 {
+        return;
+    }
+    let mut shutdown = ap.inner.shutdown.subscribe();
+    let mut budget = Budget {
+        rate: ap.inner.config.repair_bytes_per_sec,
+        window_start: ap.inner.clock.now(),
+        spent: 0,
+    };
+    let mut diverged_since: Option<Millis> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            () = ap.inner.clock.sleep(Duration::from_millis(interval)) => {}
+        }
+        let (found, failed) = round(&ap, &mut budget).await;
+        let now = ap.inner.clock.now();
+        let in_sync = found == 0 && !failed;
+        ap.inner.diverged.store(!in_sync, Ordering::Relaxed);
+        ap.inner.metrics.aae_in_sync.set(i64::from(in_sync));
+        match (in_sync, diverged_since) {
+            (false, None) if found > 0 => diverged_since = Some(now),
+            (true, Some(since)) => {
+                let seconds = now.since(since).as_secs_f64();
+                ap.inner.metrics.aae_converge_seconds.set(seconds);
+                info!(seconds, "replicas in agreement again");
+                diverged_since = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One round: an exchange with every peer of higher id per shared partition. Returns the
+/// number of differing keys found and whether any exchange failed.
+async fn round(ap: &Ap, budget: &mut Budget) -> (u64, bool) {
+    let ring = ap.ring();
+    let me = ap.inner.me;
+    let n = ap.replicas_per_key();
+    let reachable = ap.reachable();
+    let mut found = 0;
+    let mut failed = false;
+    for partition in ring.partitions_of(me, n) {
+        for peer in ring.preference(partition, n) {
+            if peer <= me || !reachable.contains(&peer) {
+                continue;
+            }
+            match exchange(ap, budget, partition, peer).await {
+                Ok(diffs) => found += diffs,
+                Err(err) => {
+                    debug!(%peer, partition, %err, "anti-entropy exchange failed");
+                    failed = true;
+                }
+            }
+        }
+    }
+    (found, failed)
+}
+
+async fn ask(
+    ap: &Ap,
+    budget: &mut Budget,
+    peer: NodeId,
+    request: ApRequest,
+) -> Result<ApReply, ApError> {
+    budget
+        .spend(ap.inner.clock.as_ref(), wire_size(&request))
+        .await;
+    ap.inner.metrics.aae_bytes.inc_by(wire_size(&request));
+    let reply = ap.call(peer, request).await?;
+    budget
+        .spend(ap.inner.clock.as_ref(), wire_size(&reply))
+        .await;
+    ap.inner.metrics.aae_bytes.inc_by(wire_size(&reply));
+    Ok(reply)
+}
+
+/// One Merkle exchange with `peer` over `partition`, then the repair of what differs.
+async fn exchange(
+    ap: &Ap,
+    budget: &mut Budget,
+    partition: PartitionId,
+    peer: NodeId,
+) -> Result<u64, ApError> {
+    let internal = |e: String| ApError::Internal(e);
+    let (mut session, mut request) = {
+        let trees = trees(&ap.inner.trees);
+        let tree = trees
+            .tree(partition)
+            .ok_or_else(|| internal(format!("no tree for partition {partition}")))?;
+        Exchange::start(tree, ExchangeConfig::default())
+    };
+    ap.inner.metrics.aae_exchanges.inc();
+    let outcome = loop {
+        let reply = match ask(ap, budget, peer, ApRequest::Aae(request)).await? {
+            ApReply::Aae(Ok(reply)) => reply,
+            ApReply::Aae(Err(err)) => return Err(err),
+            other => return Err(unexpected(&other)),
+        };
+        let step = {
+            let trees = trees(&ap.inner.trees);
+            let tree = trees
+                .tree(partition)
+                .ok_or_else(|| internal(format!("no tree for partition {partition}")))?;
+            let keys = StoreKeys {
+                store: &ap.inner.store,
+                shape: trees.shape(),
+            };
+            session
+                .handle_reply(tree, &keys, &reply)
+                .map_err(|e| internal(e.to_string()))?
+        };
+        match step {
+            Step::Send(next) => request = next,
+            Step::Done(outcome) => break outcome,
+        }
+    };
+    let diffs = outcome.diffs.len() as u64;
+    if diffs == 0 {
+        return Ok(0);
+    }
+    ap.inner.metrics.aae_keys_diverged.inc_by(diffs);
+    // Pull the peer's copies and merge them here, then push the merged copies back.
+    let pull: Vec<Vec<u8>> = outcome.pull().map(<[u8]>::to_vec).collect();
+    for chunk in pull.chunks(REPAIR_BATCH) {
+        let copies = match ask(
+            ap,
+            budget,
+            peer,
+            ApRequest::FetchMany {
+                keys: chunk.to_vec(),
+            },
+        )
+        .await?
+        {
+            ApReply::FetchedMany(result) => result?,
+            other => return Err(unexpected(&other)),
+        };
+        let objects: Vec<(Vec<u8>, Object)> = copies
+            .into_iter()
+            .filter_map(|(key, copy)| copy.map(|object| (key, object)))
+            .collect();
+        ap.store_many(objects).await?;
+    }
+    let all: Vec<Vec<u8>> = outcome
+        .diffs
+        .iter()
+        .map(|d| d.storage_key.clone())
+        .collect();
+    for chunk in all.chunks(REPAIR_BATCH) {
+        let mut objects = Vec::with_capacity(chunk.len());
+        for key in chunk {
+            if let Some(object) = ap.local_fetch(key, None)? {
+                objects.push((key.clone(), object));
+            }
+        }
+        let pushed = objects.len() as u64;
+        match ask(ap, budget, peer, ApRequest::StoreMany { objects }).await? {
+            ApReply::Stored(result) => result?,
+            other => return Err(unexpected(&other)),
+        }
+        ap.inner.metrics.aae_keys_repaired.inc_by(pushed);
+    }
+    Ok(diffs)
+}
 
 impl Ap {
-    pub(super) fn aae_respond(&self, _request: &AaeRequest) -> Result<AaeReply, ApError> {
-        Err(ApError::Internal("not yet".into()))
+    /// Answers a peer's exchange step from this node's tree and store.
+    pub(super) fn aae_respond(&self, request: &AaeRequest) -> Result<AaeReply, ApError> {
+        if !matches!(request, AaeRequest::Root { .. }) {
+            // A peer descends: our replicas differ, so this node reconciles too.
+            let hold = Duration::from_millis(self.inner.config.aae_interval_ms.max(500) * 2);
+            let until = self.inner.clock.now() + hold;
+            self.inner
+                .peer_diverged_until
+                .store(until.as_u64(), Ordering::Relaxed);
+        }
+        let trees = trees(&self.inner.trees);
+        let tree = trees
+            .tree(request.partition())
+            .ok_or_else(|| ApError::BadRequest(format!("no partition {}", request.partition())))?;
+        let keys = StoreKeys {
+            store: &self.inner.store,
+            shape: trees.shape(),
+        };
+        Ok(respond(tree, &keys, request))
     }
 }

@@ -121,6 +121,8 @@ struct Inner {
     fallback_epoch: AtomicU64,
     /// Set while the last anti-entropy round found differences.
     diverged: AtomicBool,
+    /// Until this node-clock time (ms), a peer's exchange found our replicas differing.
+    peer_diverged_until: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
 
@@ -139,6 +141,17 @@ impl Ap {
         status: watch::Receiver<Arc<Status>>,
         registry: &mut Registry,
     ) -> Result<Ap, String> {
+        let n = config.buckets.first().map_or(0, |b| b.n);
+        if n == 0 || config.buckets.iter().any(|b| b.n != n) {
+            return Err(format!(
+                "every AP bucket must have the same n >= 1 (one Merkle tree per partition serves them all); got {:?}",
+                config
+                    .buckets
+                    .iter()
+                    .map(|b| (&b.name, b.n))
+                    .collect::<Vec<_>>()
+            ));
+        }
         let ap_store = store.ap_store();
         let mut trees = Trees::new(config.partition_bits);
         for ((partition, leaf), hash) in ap_store.leaves().map_err(|e| e.to_string())? {
@@ -188,6 +201,7 @@ impl Ap {
                 ring: Mutex::new((Vec::new(), Arc::new(Ring::new(&[], 1, 1)))),
                 fallback_epoch: AtomicU64::new(epoch),
                 diverged: AtomicBool::new(false),
+                peer_diverged_until: AtomicU64::new(0),
                 shutdown,
             }),
         };
@@ -206,6 +220,15 @@ impl Ap {
         self.inner.me
     }
 
+    /// Replicas per key (every bucket shares it).
+    fn replicas_per_key(&self) -> usize {
+        self.inner
+            .config
+            .buckets
+            .first()
+            .map_or(3, |b| b.n as usize)
+    }
+
     /// The buckets served.
     pub fn buckets(&self) -> Vec<BucketInfo> {
         self.inner.config.buckets.clone()
@@ -214,7 +237,10 @@ impl Ap {
     /// Whether hints wait for reachable owners or replicas were last found to differ: the
     /// partition state machine stays in `Reconciling` while this holds.
     pub fn reconcile_pending(&self) -> bool {
-        if self.inner.diverged.load(Ordering::Relaxed) {
+        if self.inner.diverged.load(Ordering::Relaxed)
+            || self.inner.clock.now().as_u64()
+                < self.inner.peer_diverged_until.load(Ordering::Relaxed)
+        {
             return true;
         }
         let reachable = self.reachable();

@@ -1,6 +1,6 @@
 //! What AP replicas say to each other (inside [`RpcRequest::Ap`](crate::message::RpcRequest)).
 
-use super::aae::{AaeReply, AaeRequest};
+use isle_ap::aae::{AaeReply, AaeRequest};
 use isle_ap::{ApError, Object, Op, WriteOptions, WriteReply};
 use isle_types::NodeId;
 use serde::{Deserialize, Serialize};

@@ -111,6 +111,11 @@ impl Trees {
         }
     }
 
+    /// The trees' shape.
+    pub(crate) fn shape(&self) -> Shape {
+        self.shape
+    }
+
     /// The tree of one partition.
     pub(crate) fn tree(&self, partition: u32) -> Option<&Tree> {
         self.trees.get(partition as usize)
