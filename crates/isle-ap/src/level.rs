@@ -157,10 +157,9 @@ impl Tally {
             }
             Level::Count(k) => Need::Count(*k),
             Level::LocalQuorum => match zone_counts.get(local_zone) {
-                Some(&count) => Need::Zones(BTreeMap::from([(
-                    local_zone.to_string(),
-                    majority(count),
-                )])),
+                Some(&count) => {
+                    Need::Zones(BTreeMap::from([(local_zone.to_string(), majority(count))]))
+                }
                 None => {
                     return Err(LevelError::NoLocalReplica {
                         zone: local_zone.to_string(),
@@ -345,10 +344,21 @@ mod tests {
         assert_eq!(t.state(), TallyState::Met);
         let mut t = tally(Level::LocalQuorum, false, &["a", "b", "b"]);
         t.ack(NodeId(1));
-        assert_eq!(t.state(), TallyState::Met, "the one replica in zone a is its quorum");
+        assert_eq!(
+            t.state(),
+            TallyState::Met,
+            "the one replica in zone a is its quorum"
+        );
         let err = Tally::new(&Level::LocalQuorum, false, &pref(&["b", "b"]), "a");
         assert!(matches!(err, Err(LevelError::NoLocalReplica { .. })));
         let err = Tally::new(&Level::Count(4), false, &pref(&["a"; 3]), "a");
-        assert!(matches!(err, Err(LevelError::MoreThanN { needed: 4, n: 3, .. })));
+        assert!(matches!(
+            err,
+            Err(LevelError::MoreThanN {
+                needed: 4,
+                n: 3,
+                ..
+            })
+        ));
     }
 }

@@ -22,13 +22,19 @@ pub mod ring;
 pub use hlc::Hlc;
 pub use level::{Level, Tally, TallyState};
 pub use object::{ApplyError, FieldValue, Object, Op, Rule, Value, WriteContext};
-pub use request::{ApError, BucketInfo, ReadOptions, ReadReply, Replicas, WriteOptions, WriteReply};
+pub use request::{
+    ApError, BucketInfo, ReadOptions, ReadReply, Replicas, WriteOptions, WriteReply,
+};
 pub use ring::{PartitionId, Ring};
 
 /// The 64-bit hash that places a key on the ring (bucket and key, length-prefixed).
 pub fn key_hash(bucket: &str, key: &[u8]) -> u64 {
     let mut bytes = Vec::with_capacity(bucket.len() + key.len() + 4);
-    bytes.extend_from_slice(&u32::try_from(bucket.len()).unwrap_or(u32::MAX).to_le_bytes());
+    bytes.extend_from_slice(
+        &u32::try_from(bucket.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     bytes.extend_from_slice(bucket.as_bytes());
     bytes.extend_from_slice(key);
     xxhash_rust::xxh3::xxh3_64(&bytes)

@@ -221,7 +221,10 @@ mod tests {
             let lost: Vec<_> = old.difference(&new).collect();
             let gained: Vec<_> = new.difference(&old).collect();
             assert_eq!(lost.len(), gained.len());
-            assert!(gained.iter().all(|n| n.0 == 6), "partition {p} gained {gained:?}");
+            assert!(
+                gained.iter().all(|n| n.0 == 6),
+                "partition {p} gained {gained:?}"
+            );
             moved += gained.len();
         }
         // The newcomer takes about 3/6 of 256 partition replicas, not a reshuffle.
