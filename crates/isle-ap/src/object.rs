@@ -770,3 +770,44 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+
+    #[test]
+    fn a_fallback_write_on_an_empty_copy_stays_a_sibling_of_a_concurrent_primary_write() {
+        let stamp = Stamp {
+            physical_ms: 1,
+            logical: 0,
+            node: NodeId(1),
+        };
+        let put = |v: &str, c: WriteContext| Op::Put {
+            value: v.as_bytes().to_vec(),
+            context: c,
+        };
+        let mut base = Object::empty_for(&put("", WriteContext::Blind), Rule::Siblings);
+        base.apply(&put("v0", WriteContext::Blind), NodeId(2), stamp)
+            .expect("v0");
+        let ctx0 = base.context();
+        let mut left = base.clone();
+        left.apply(
+            &put("left", WriteContext::Observed(ctx0.clone())),
+            NodeId(2),
+            stamp,
+        )
+        .expect("left");
+        let mut right = Object::empty_for(&put("", WriteContext::Blind), Rule::Siblings);
+        let fallback = NodeId((1 << 63) | (1 << 32) | 4);
+        right
+            .apply(&put("right", WriteContext::Observed(ctx0)), fallback, stamp)
+            .expect("right");
+        let mut merged = left.clone();
+        merged.merge(&right);
+        assert_eq!(
+            merged.value(),
+            Value::Values(vec![b"left".to_vec(), b"right".to_vec()]),
+            "{merged:?}"
+        );
+    }
+}

@@ -35,27 +35,58 @@ fn get(addr: &str, bucket: &str, key: &str) -> (u16, Value) {
 }
 
 fn post(addr: &str, bucket: &str, key: &str, op: &str, body: Value) -> Value {
-    ok("POST", addr, &format!("/v1/ap/{bucket}/{key}/{op}"), Some(&body))
+    ok(
+        "POST",
+        addr,
+        &format!("/v1/ap/{bucket}/{key}/{op}"),
+        Some(&body),
+    )
 }
 
 /// Every node's own copy of a key: node id → (digest, value).
-fn copies(cluster: &LocalCluster, n: u64, bucket: &str, key: &str) -> BTreeMap<u64, (String, Value)> {
+fn copies(
+    cluster: &LocalCluster,
+    n: u64,
+    bucket: &str,
+    key: &str,
+) -> BTreeMap<u64, (String, Value)> {
     (1..=n)
         .filter_map(|id| {
-            let (code, value) = call("GET", &cluster.http(id), &format!("/v1/ap-local/{bucket}/{key}"), None);
+            let (code, value) = call(
+                "GET",
+                &cluster.http(id),
+                &format!("/v1/ap-local/{bucket}/{key}"),
+                None,
+            );
             (code == 200).then(|| {
-                (id, (value["digest"].as_str().unwrap_or("").to_string(), value["value"].clone()))
+                (
+                    id,
+                    (
+                        value["digest"].as_str().unwrap_or("").to_string(),
+                        value["value"].clone(),
+                    ),
+                )
             })
         })
         .collect()
 }
 
 /// Ok(value) once exactly `replicas` nodes hold a copy of the key and all copies are equal.
-fn converged(cluster: &LocalCluster, n: u64, replicas: usize, bucket: &str, key: &str) -> Result<Value, String> {
+fn converged(
+    cluster: &LocalCluster,
+    n: u64,
+    replicas: usize,
+    bucket: &str,
+    key: &str,
+) -> Result<Value, String> {
     let copies = copies(cluster, n, bucket, key);
     let digests: std::collections::BTreeSet<&String> = copies.values().map(|(d, _)| d).collect();
     if copies.len() == replicas && digests.len() == 1 {
-        Ok(copies.values().next().map(|(_, v)| v.clone()).unwrap_or_default())
+        Ok(copies
+            .values()
+            .next()
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default())
     } else {
         Err(format!("{bucket}/{key}: {copies:?}"))
     }
@@ -63,25 +94,39 @@ fn converged(cluster: &LocalCluster, n: u64, replicas: usize, bucket: &str, key:
 
 fn wait_mesh(cluster: &LocalCluster, nodes: &[u64]) {
     for &id in nodes {
-        wait_for(&format!("node {id} to hear {nodes:?}"), Duration::from_secs(30), || {
-            let status = status(&cluster.http(id))?;
-            let reachable = common::reachable_of(&status);
-            let all = nodes.iter().all(|n| *n == id || reachable.contains(n));
-            if all { Ok(()) } else { Err(format!("node {id} hears {reachable:?}")) }
-        });
+        wait_for(
+            &format!("node {id} to hear {nodes:?}"),
+            Duration::from_secs(30),
+            || {
+                let status = status(&cluster.http(id))?;
+                let reachable = common::reachable_of(&status);
+                let all = nodes.iter().all(|n| *n == id || reachable.contains(n));
+                if all {
+                    Ok(())
+                } else {
+                    Err(format!("node {id} hears {reachable:?}"))
+                }
+            },
+        );
     }
 }
 
 fn wait_cut(cluster: &LocalCluster, side: &[u64], other: &[u64]) {
     for &id in side {
-        wait_for(&format!("node {id} to lose {other:?}"), Duration::from_secs(30), || {
-            let reachable = common::reachable_of(&status(&cluster.http(id))?);
-            if other.iter().any(|n| reachable.contains(n)) {
-                Err(format!("node {id} still hears some of {other:?}: {reachable:?}"))
-            } else {
-                Ok(())
-            }
-        });
+        wait_for(
+            &format!("node {id} to lose {other:?}"),
+            Duration::from_secs(30),
+            || {
+                let reachable = common::reachable_of(&status(&cluster.http(id))?);
+                if other.iter().any(|n| reachable.contains(n)) {
+                    Err(format!(
+                        "node {id} still hears some of {other:?}: {reachable:?}"
+                    ))
+                } else {
+                    Ok(())
+                }
+            },
+        );
     }
 }
 
@@ -98,7 +143,8 @@ fn strings(value: &Value) -> Vec<String> {
 
 #[test]
 fn both_sides_of_a_split_write_and_every_replica_converges_after_healing() {
-    let cluster = LocalCluster::start_with(5, &["--bootstrap-expect", "5", "--aae-interval-ms", "1000"]);
+    let cluster =
+        LocalCluster::start_with(5, &["--bootstrap-expect", "5", "--aae-interval-ms", "1000"]);
     let _logs = cluster.logs_on_panic();
     let all = [1, 2, 3, 4, 5];
     wait_mesh(&cluster, &all);
@@ -107,12 +153,20 @@ fn both_sides_of_a_split_write_and_every_replica_converges_after_healing() {
     // Before the split: a value to overwrite from both sides, a cart, a key to delete.
     put(&a, "default", "s1", json!({"value": "v0"}));
     let ctx0 = get(&a, "default", "s1").1["context"].clone();
-    post(&a, "default", "cart", "map-update", json!({"incr": {"apple": 1, "pear": 1}}));
+    post(
+        &a,
+        "default",
+        "cart",
+        "map-update",
+        json!({"incr": {"apple": 1, "pear": 1}}),
+    );
     put(&a, "default", "d1", json!({"value": "doomed"}));
     for key in ["s1", "cart", "d1"] {
-        wait_for(&format!("{key} on 3 replicas"), Duration::from_secs(10), || {
-            converged(&cluster, 5, 3, "default", key)
-        });
+        wait_for(
+            &format!("{key} on 3 replicas"),
+            Duration::from_secs(10),
+            || converged(&cluster, 5, 3, "default", key),
+        );
     }
     let d1_context = get(&a, "default", "d1").1["context"].clone();
 
@@ -121,53 +175,175 @@ fn both_sides_of_a_split_write_and_every_replica_converges_after_healing() {
     wait_cut(&cluster, &[4, 5], &[1, 2, 3]);
 
     // Both sides accept writes to the same keys (sloppy quorums: fallbacks hold hints).
-    let left = put(&a, "default", "s1", json!({"value": "left", "context": ctx0}));
-    let right = put(&b, "default", "s1", json!({"value": "right", "context": ctx0}));
-    println!("s1: left acked by {} , right acked by {}", left["replicas"], right["replicas"]);
+    let left = put(
+        &a,
+        "default",
+        "s1",
+        json!({"value": "left", "context": ctx0}),
+    );
+    let right = put(
+        &b,
+        "default",
+        "s1",
+        json!({"value": "right", "context": ctx0}),
+    );
+    println!(
+        "s1: left acked by {} , right acked by {}",
+        left["replicas"], right["replicas"]
+    );
     put(&a, "lww", "l1", json!({"value": "earlier"}));
     std::thread::sleep(Duration::from_millis(20));
     put(&b, "lww", "l1", json!({"value": "later"}));
     for i in 0..5 {
-        post(&cluster.http(1 + i % 3), "default", "c1", "incr", json!({"by": 1}));
+        post(
+            &cluster.http(1 + i % 3),
+            "default",
+            "c1",
+            "incr",
+            json!({"by": 1}),
+        );
     }
     for i in 0..3 {
-        post(&cluster.http(4 + i % 2), "default", "c1", "incr", json!({"by": 10}));
+        post(
+            &cluster.http(4 + i % 2),
+            "default",
+            "c1",
+            "incr",
+            json!({"by": 10}),
+        );
     }
-    post(&a, "default", "cart", "map-update", json!({"remove": ["pear"], "incr": {"milk": 2}}));
-    post(&b, "default", "cart", "map-update", json!({"incr": {"apple": 2, "bread": 1}}));
-    ok("DELETE", &a, &format!("/v1/ap/default/d1?context={}", d1_context.as_str().unwrap_or("")), None);
+    post(
+        &a,
+        "default",
+        "cart",
+        "map-update",
+        json!({"remove": ["pear"], "incr": {"milk": 2}}),
+    );
+    post(
+        &b,
+        "default",
+        "cart",
+        "map-update",
+        json!({"incr": {"apple": 2, "bread": 1}}),
+    );
+    ok(
+        "DELETE",
+        &a,
+        &format!(
+            "/v1/ap/default/d1?context={}",
+            d1_context.as_str().unwrap_or("")
+        ),
+        None,
+    );
+
+    // Strict writes make no hints: the replicas across the cut can only learn these from
+    // anti-entropy.
+    let mut strict_keys = Vec::new();
+    for i in 0..20 {
+        let key = format!("strict{i}");
+        let path = format!("/v1/ap/default/{key}?w=one&strict=true");
+        let (code, body) = call("PUT", &a, &path, Some(&json!({"value": "only-on-a"})));
+        match code {
+            200 => strict_keys.push(key),
+            503 => {} // no primary of this key on side A: refused, as strict asks
+            _ => panic!("strict put {key}: {code} {body}"),
+        }
+    }
+    assert!(
+        !strict_keys.is_empty(),
+        "some keys have a primary on the majority side"
+    );
 
     heal(&cluster, 5);
     let healed = Instant::now();
     wait_mesh(&cluster, &all);
 
     // No client reads from here until every replica agrees: hinted handoff and anti-entropy
-    // alone must bring them together.
+    // alone must bring them together. Replicas on one side may agree before the other side's
+    // writes arrive, so first wait for every hint to be handed off.
+    wait_for("every hint handed off", Duration::from_secs(60), || {
+        let pending: u64 = all
+            .iter()
+            .map(|&id| {
+                status(&cluster.http(id)).map(|s| s["ap"]["hints_pending"].as_u64().unwrap_or(0))
+            })
+            .sum::<Result<u64, String>>()?;
+        if pending == 0 {
+            Ok(())
+        } else {
+            Err(format!("{pending} hints pending"))
+        }
+    });
     let mut finals = BTreeMap::new();
-    for (bucket, key) in [("default", "s1"), ("lww", "l1"), ("default", "c1"), ("default", "cart"), ("default", "d1")] {
-        let (value, _) = wait_for(&format!("{bucket}/{key} to converge"), Duration::from_secs(60), || {
-            converged(&cluster, 5, 3, bucket, key)
-        });
+    for (bucket, key) in [
+        ("default", "s1"),
+        ("lww", "l1"),
+        ("default", "c1"),
+        ("default", "cart"),
+        ("default", "d1"),
+    ] {
+        let (value, _) = wait_for(
+            &format!("{bucket}/{key} to converge"),
+            Duration::from_secs(60),
+            || converged(&cluster, 5, 3, bucket, key),
+        );
         finals.insert(key, value);
     }
-    println!("every replica of every key converged {:?} after healing", healed.elapsed());
+    for key in &strict_keys {
+        let (value, _) = wait_for(
+            &format!("{key} to reach every replica"),
+            Duration::from_secs(60),
+            || converged(&cluster, 5, 3, "default", key),
+        );
+        assert_eq!(strings(&value["values"]), vec!["only-on-a"]);
+    }
+    println!(
+        "every replica of every key converged {:?} after healing ({} strict keys repaired by anti-entropy alone)",
+        healed.elapsed(),
+        strict_keys.len()
+    );
 
-    assert_eq!(strings(&finals["s1"]["values"]), vec!["left", "right"], "siblings: {}", finals["s1"]);
-    assert_eq!(strings(&finals["l1"]["values"]), vec!["later"], "lww: {}", finals["l1"]);
-    assert_eq!(finals["c1"]["counter"], json!(35), "counter: {}", finals["c1"]);
+    assert_eq!(
+        strings(&finals["s1"]["values"]),
+        vec!["left", "right"],
+        "siblings: {}",
+        finals["s1"]
+    );
+    assert_eq!(
+        strings(&finals["l1"]["values"]),
+        vec!["later"],
+        "lww: {}",
+        finals["l1"]
+    );
+    assert_eq!(
+        finals["c1"]["counter"],
+        json!(35),
+        "counter: {}",
+        finals["c1"]
+    );
     assert_eq!(
         finals["cart"]["fields"],
         json!({"apple": 3, "bread": 1, "milk": 2}),
         "cart: {}",
         finals["cart"]
     );
-    assert_eq!(finals["d1"]["absent"], json!(true), "deleted key: {}", finals["d1"]);
+    assert_eq!(
+        finals["d1"]["absent"],
+        json!(true),
+        "deleted key: {}",
+        finals["d1"]
+    );
 
     // A client sees both siblings and resolves them with one write carrying the merged context.
     let (code, read) = get(&cluster.http(5), "default", "s1");
     assert_eq!(code, 200, "{read}");
     assert_eq!(strings(&read["values"]), vec!["left", "right"]);
-    put(&cluster.http(5), "default", "s1", json!({"value": "resolved", "context": read["context"]}));
+    put(
+        &cluster.http(5),
+        "default",
+        "s1",
+        json!({"value": "resolved", "context": read["context"]}),
+    );
     let (_, read) = get(&a, "default", "s1");
     assert_eq!(strings(&read["values"]), vec!["resolved"], "{read}");
     let (code, read) = get(&b, "default", "d1");
@@ -175,10 +351,18 @@ fn both_sides_of_a_split_write_and_every_replica_converges_after_healing() {
 
     // The state machine leaves Reconciling once replicas agree.
     for id in all {
-        wait_for(&format!("node {id} back to Normal"), Duration::from_secs(30), || {
-            let status = status(&cluster.http(id))?;
-            if common::state_of(&status) == "Normal" { Ok(()) } else { Err(status["state"].to_string()) }
-        });
+        wait_for(
+            &format!("node {id} back to Normal"),
+            Duration::from_secs(30),
+            || {
+                let status = status(&cluster.http(id))?;
+                if common::state_of(&status) == "Normal" {
+                    Ok(())
+                } else {
+                    Err(status["state"].to_string())
+                }
+            },
+        );
     }
     let mut repaired = 0.0;
     let mut delivered = 0.0;
@@ -188,7 +372,10 @@ fn both_sides_of_a_split_write_and_every_replica_converges_after_healing() {
         delivered += common::metric(&text, "isle_ap_hints_delivered_total").unwrap_or(0.0);
     }
     println!("hints delivered: {delivered}, keys repaired by anti-entropy: {repaired}");
-    assert!(delivered + repaired > 0.0, "something must have reconciled the replicas");
+    assert!(
+        delivered + repaired > 0.0,
+        "something must have reconciled the replicas"
+    );
 }
 
 fn hints_for(cluster: &LocalCluster, id: u64, owner: u64) -> u64 {
@@ -205,28 +392,41 @@ fn hints_for(cluster: &LocalCluster, id: u64, owner: u64) -> u64 {
 #[test]
 fn a_returning_node_receives_its_hints_even_after_their_holders_restart() {
     // Anti-entropy off: only hinted handoff can bring node 5 the writes it missed.
-    let mut cluster = LocalCluster::start_with(5, &["--bootstrap-expect", "5", "--aae-interval-ms", "0"]);
+    let mut cluster =
+        LocalCluster::start_with(5, &["--bootstrap-expect", "5", "--aae-interval-ms", "0"]);
     let _logs = cluster.logs_on_panic();
     wait_mesh(&cluster, &[1, 2, 3, 4, 5]);
     cluster.kill9(5);
     wait_cut(&cluster, &[1, 2, 3, 4], &[5]);
     let a = cluster.http(1);
     for i in 0..40 {
-        put(&a, "default", &format!("h{i}"), json!({"value": format!("value {i}")}));
+        put(
+            &a,
+            "default",
+            &format!("h{i}"),
+            json!({"value": format!("value {i}")}),
+        );
     }
     let holders: BTreeMap<u64, u64> = (1..=4)
         .map(|id| (id, hints_for(&cluster, id, 5)))
         .filter(|(_, n)| *n > 0)
         .collect();
     println!("hints held for node 5: {holders:?}");
-    assert!(!holders.is_empty(), "some of 40 keys must have node 5 as a replica");
+    assert!(
+        !holders.is_empty(),
+        "some of 40 keys must have node 5 as a replica"
+    );
 
     for &id in holders.keys() {
         cluster.restart(id);
     }
     wait_mesh(&cluster, &[1, 2, 3, 4]);
     for (&id, &count) in &holders {
-        assert_eq!(hints_for(&cluster, id, 5), count, "node {id}'s hints survive its restart");
+        assert_eq!(
+            hints_for(&cluster, id, 5),
+            count,
+            "node {id}'s hints survive its restart"
+        );
     }
 
     cluster.restart(5);
@@ -234,15 +434,24 @@ fn a_returning_node_receives_its_hints_even_after_their_holders_restart() {
     wait_mesh(&cluster, &[1, 2, 3, 4, 5]);
     wait_for("every hint delivered", Duration::from_secs(30), || {
         let left: u64 = (1..=4).map(|id| hints_for(&cluster, id, 5)).sum();
-        if left == 0 { Ok(()) } else { Err(format!("{left} hints left")) }
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} hints left"))
+        }
     });
-    println!("hints delivered {:?} after node 5 came back", back.elapsed());
+    println!(
+        "hints delivered {:?} after node 5 came back",
+        back.elapsed()
+    );
     let mut on_five = 0;
     for i in 0..40 {
         let key = format!("h{i}");
-        let value = wait_for(&format!("{key} on 3 replicas"), Duration::from_secs(10), || {
-            converged(&cluster, 5, 3, "default", &key)
-        })
+        let value = wait_for(
+            &format!("{key} on 3 replicas"),
+            Duration::from_secs(10),
+            || converged(&cluster, 5, 3, "default", &key),
+        )
         .0;
         assert_eq!(strings(&value["values"]), vec![format!("value {i}")]);
         if copies(&cluster, 5, "default", &key).contains_key(&5) {
