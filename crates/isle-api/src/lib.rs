@@ -9,6 +9,8 @@
 //!   unless the node was started with `--allow-fault-injection`.
 //! - `GET /v1/health` — 200 while the process serves.
 //! - `/v1/cp/...` — the CP keyspace (see [`cp`]'s module docs).
+//! - `/v1/ap/...` — the AP keyspace (see [`ap`]'s module docs); `GET /v1/ap-local/{bucket}/{key}`
+//!   shows this node's own copy of a key (no coordination, no repair) with its digest.
 //!
 //! Errors are JSON: `{"error": "...what failed and what to do..."}`.
 
@@ -32,6 +34,7 @@ use serde_json::json;
 
 /// The router serving one node's API.
 pub fn router(node: NodeHandle) -> Router {
+    let ap_routes = ap::routes(node.ap.clone());
     Router::new()
         .route("/v1/health", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
@@ -55,7 +58,9 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/v1/cp/txn", post(txn::txn))
         .route("/v1/cp/members", get(cp::members).post(cp::change_members))
         .route("/v1/cp/watch", get(watch::watch))
+        .route("/v1/ap-local/{bucket}/{key}", get(ap_local))
         .with_state(node)
+        .merge(ap_routes)
 }
 
 /// Serves the router on `addr` until `shutdown` completes.
@@ -87,8 +92,60 @@ async fn status(State(node): State<NodeHandle>) -> Response {
     if let serde_json::Value::Object(map) = &mut body {
         let cp = serde_json::to_value(node.cp.raft_status()).unwrap_or_default();
         map.insert("cp".into(), cp);
+        let ap = serde_json::to_value(node.ap.status()).unwrap_or_default();
+        map.insert("ap".into(), ap);
     }
     axum::Json(body).into_response()
+}
+
+/// This node's own copy of an AP key, without coordination or repair: for checking
+/// convergence replica by replica.
+async fn ap_local(
+    State(node): State<NodeHandle>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Response {
+    match node.ap.local(&bucket, key.as_bytes()) {
+        Ok(Some((value, digest))) => axum::Json(json!({
+            "found": true,
+            "digest": format!("{digest:032x}"),
+            "value": value_json(&value),
+        }))
+        .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, axum::Json(json!({ "found": false }))).into_response(),
+        Err(err) => error(StatusCode::BAD_REQUEST, err),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A value as JSON, bytes shown as (lossy) UTF-8: for inspection only.
+fn value_json(value: &isle_ap::Value) -> serde_json::Value {
+    use isle_ap::Value;
+    match value {
+        Value::Absent => json!({ "absent": true }),
+        Value::Values(values) => {
+            json!({ "values": values.iter().map(|v| text(v)).collect::<Vec<_>>() })
+        }
+        Value::Counter(n) => json!({ "counter": n }),
+        Value::Set(members) => {
+            json!({ "members": members.iter().map(|v| text(v)).collect::<Vec<_>>() })
+        }
+        Value::Map(fields) => {
+            let fields: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(f, v)| {
+                    let v = match v {
+                        isle_ap::FieldValue::Text(t) => json!(text(t)),
+                        isle_ap::FieldValue::Int(n) => json!(n),
+                    };
+                    (text(f), v)
+                })
+                .collect();
+            json!({ "fields": fields })
+        }
+    }
 }
 
 async fn metrics(State(node): State<NodeHandle>) -> Response {
