@@ -1,5 +1,6 @@
 //! `isle`: run a node, a local cluster, inspect a cluster, and reason about quorums.
 
+mod ap;
 mod bench;
 mod client;
 mod coord;
@@ -61,6 +62,9 @@ enum Command {
     Member(coord::MemberCommand),
     /// After a permanent loss of quorum: make a stopped survivor the sole CP voter.
     Recover(coord::RecoverArgs),
+    /// The AP keyspace: writable on every side of a partition, converging after the heal.
+    #[command(subcommand)]
+    Ap(ap::ApCommand),
     /// Benchmarks against a running cluster (or etcd).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -100,6 +104,7 @@ fn main() -> std::process::ExitCode {
             Command::Member(command) => coord::member(command).await,
             Command::Compact(args) => coord::compact(args).await,
             Command::FenceCheck(args) => coord::fence_check(args).await,
+            Command::Ap(command) => ap::run(command).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Recover(args) => coord::recover(args).await,
         }
