@@ -2,16 +2,18 @@
 //! that differ, within a bytes-per-second budget, so replicas converge after a partition heals
 //! even for keys no client reads.
 //!
-//! Every `aae_interval_ms`, a node runs one exchange ([`isle_ap::aae::Exchange`]) with each
-//! reachable peer of higher id that shares a partition with it (so each pair talks once per
-//! round), then pulls the peer's copies of the differing keys, merges them into its own, and
+//! Every `aae_interval_ms`, a node asks each reachable peer of higher id (so each pair talks
+//! once per round) for the roots of the trees of the partitions they share, in one request;
+//! for each partition whose roots differ it runs one exchange ([`isle_ap::aae::Exchange`]),
+//! then pulls the peer's copies of the differing keys, merges them into its own, and
 //! pushes the merged copies back.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use isle_ap::aae::{
-    AaeReply, AaeRequest, Exchange, ExchangeConfig, LeafKeys, Step, respond, wire_size,
+    AaeReply, AaeRequest, Exchange, ExchangeConfig, Hash128, LeafKeys, Step, respond, wire_size,
 };
 use isle_ap::merkle::Shape;
 use isle_ap::{ApError, Object, PartitionId};
@@ -123,9 +125,40 @@ async fn round(ap: &Ap, budget: &mut Budget) -> (u64, bool) {
     let reachable = ap.reachable();
     let mut found = 0;
     let mut failed = false;
+    let mut shared: BTreeMap<NodeId, Vec<PartitionId>> = BTreeMap::new();
     for partition in ring.partitions_of(me, n) {
         for peer in ring.preference(partition, n) {
-            if peer <= me || !reachable.contains(&peer) {
+            if peer > me && reachable.contains(&peer) {
+                shared.entry(peer).or_default().push(partition);
+            }
+        }
+    }
+    for (peer, partitions) in shared {
+        let theirs = match ask(
+            ap,
+            budget,
+            peer,
+            ApRequest::Roots {
+                partitions: partitions.clone(),
+            },
+        )
+        .await
+        {
+            Ok(ApReply::Roots(roots)) if roots.len() == partitions.len() => roots,
+            Ok(other) => {
+                debug!(%peer, reply = ?other, "anti-entropy roots refused");
+                failed = true;
+                continue;
+            }
+            Err(err) => {
+                debug!(%peer, %err, "anti-entropy roots failed");
+                failed = true;
+                continue;
+            }
+        };
+        let ours = ap.roots(&partitions);
+        for ((partition, mine), theirs) in partitions.into_iter().zip(ours).zip(theirs) {
+            if mine == theirs {
                 continue;
             }
             match exchange(ap, budget, partition, peer).await {
@@ -248,6 +281,15 @@ async fn exchange(
 }
 
 impl Ap {
+    /// The roots of this node's trees of `partitions` (0 for an unknown partition).
+    pub(super) fn roots(&self, partitions: &[PartitionId]) -> Vec<Hash128> {
+        let trees = trees(&self.inner.trees);
+        partitions
+            .iter()
+            .map(|&p| Hash128(trees.tree(p).map_or(0, |tree| tree.root())))
+            .collect()
+    }
+
     /// Answers a peer's exchange step from this node's tree and store.
     pub(super) fn aae_respond(&self, request: &AaeRequest) -> Result<AaeReply, ApError> {
         if !matches!(request, AaeRequest::Root { .. }) {

@@ -875,6 +875,7 @@ impl Ap {
                     .collect(),
             ),
             ApRequest::Aae(request) => ApReply::Aae(self.aae_respond(&request)),
+            ApRequest::Roots { partitions } => ApReply::Roots(self.roots(&partitions)),
         };
         self.inner.rpc.reply(from, id, RpcReply::Ap(reply));
     }

@@ -1,6 +1,6 @@
 //! What AP replicas say to each other (inside [`RpcRequest::Ap`](crate::message::RpcRequest)).
 
-use isle_ap::aae::{AaeReply, AaeRequest};
+use isle_ap::aae::{AaeReply, AaeRequest, Hash128};
 use isle_ap::{ApError, Object, Op, WriteOptions, WriteReply};
 use isle_types::NodeId;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,12 @@ pub enum ApRequest {
     },
     /// A step of a Merkle-tree exchange.
     Aae(AaeRequest),
+    /// The roots of the receiver's trees of these partitions (one request per peer and round,
+    /// so replicas in agreement cost one round trip).
+    Roots {
+        /// Partitions asked.
+        partitions: Vec<u32>,
+    },
 }
 
 /// Answers to [`ApRequest`]s.
@@ -65,4 +71,6 @@ pub enum ApReply {
     FetchedMany(Result<Copies, ApError>),
     /// Answer to [`ApRequest::Aae`].
     Aae(Result<AaeReply, ApError>),
+    /// Answer to [`ApRequest::Roots`]: one root per partition asked, in order.
+    Roots(Vec<Hash128>),
 }
