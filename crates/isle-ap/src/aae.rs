@@ -675,9 +675,10 @@ mod tests {
         (a.clone(), a)
     }
 
-    fn shapes() -> [Shape; 4] {
+    fn shapes() -> [Shape; 5] {
         [
             Shape::DEFAULT,
+            Shape::new(8, 12, 2),
             Shape::new(8, 12, 4),
             Shape::new(8, 5, 2),
             Shape::new(8, 0, 4),
@@ -775,7 +776,7 @@ mod tests {
     #[test]
     fn refusals_and_bad_replies_end_the_exchange() {
         let (a, b) = pair(Shape::DEFAULT, 10);
-        let other = Replica::new(7, Shape::new(8, 12, 4));
+        let other = Replica::new(7, Shape::new(8, 12, 2));
         let (mut ex, request) = Exchange::start(&a.tree, ExchangeConfig::default());
         let reply = respond(&other.tree, &other, &request);
         assert_eq!(reply, AaeReply::Refused(Refusal::Shape(other.tree.shape())));
@@ -796,13 +797,13 @@ mod tests {
         for bad in [
             AaeRequest::Children {
                 partition: 7,
-                level: 6,
+                level: Shape::DEFAULT.depth(),
                 indices: vec![0],
             },
             AaeRequest::Children {
                 partition: 7,
                 level: 1,
-                indices: vec![4],
+                indices: vec![2],
             },
             AaeRequest::Keys {
                 partition: 7,

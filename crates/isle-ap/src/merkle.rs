@@ -3,9 +3,9 @@
 //! Every partition a node holds has one tree of a fixed shape ([`Shape`]): a key's leaf is the
 //! `leaf_bits` bits of its [`key_hash`](crate::key_hash) right below the partition bits, and
 //! inner levels group `2^fanout_bits` children (the top level takes the remainder when
-//! `leaf_bits` is not a multiple of `fanout_bits`). The default, 12 leaf bits and fanout 4,
-//! gives 4,096 leaves per partition (about one key per leaf at a million keys on 256
-//! partitions) under six inner levels; see [`Shape::DEFAULT`] for why.
+//! `leaf_bits` is not a multiple of `fanout_bits`). The default is binary with 12 leaf bits:
+//! 4,096 leaves per partition (about one key per leaf at a million keys on 256 partitions)
+//! under 12 inner levels; see [`Shape::DEFAULT`] for why.
 //!
 //! A leaf's hash is the XOR of [`entry_hash`]`(storage key, digest)` over its keys, and every
 //! inner node is the XOR of its children (so of every entry below it). XOR rather than hashing
@@ -111,23 +111,26 @@ impl fmt::Display for Shape {
 
 /// Default leaf bits: 4,096 leaves per partition.
 pub const DEFAULT_LEAF_BITS: u32 = 12;
-/// Default fanout bits: 4 children per inner node.
-pub const DEFAULT_FANOUT_BITS: u32 = 2;
+/// Default fanout bits: 2 children per inner node (a binary tree).
+pub const DEFAULT_FANOUT_BITS: u32 = 1;
 /// Most leaf bits a shape may have (2^20 leaves, 16 MiB of leaf hashes per partition).
 pub const MAX_LEAF_BITS: u32 = 20;
 /// Most fanout bits a shape may have (256 children per node).
 pub const MAX_FANOUT_BITS: u32 = 8;
 
 impl Shape {
-    /// 256 partitions, 4,096 leaves each, fanout 4 (depth 6).
+    /// 256 partitions, 4,096 leaves each, binary (depth 12).
     ///
-    /// Chosen by `tests/aae_efficiency.rs` (1,000,000 keys, 0.1% diverged): about one key per
-    /// leaf keeps the key lists short, and a descent costs `(fanout - 1) × 16` bytes per
-    /// differing node per level, i.e. `16 × (2^b - 1) × leaf_bits / b` per differing key:
-    /// fanout 4 sends 288 bytes per differing key where fanout 16 sends 720, at the price of
-    /// 7 round trips per partition instead of 4 (sessions of all partitions run concurrently,
-    /// so that is 7 round trips of latency overall). Fanout 2 would save a little more but
-    /// double the round trips.
+    /// Chosen by `tests/aae_efficiency.rs` (1,000,000 keys, 0.1% diverged) for the fewest
+    /// bytes. A descent costs `(fanout - 1) × 16` bytes per differing node per level (the last
+    /// child is derived), i.e. about `16 × (2^b - 1) × leaf_bits / b` per differing key: 192
+    /// bytes binary, 288 at fanout 4, 720 at fanout 16. Total bytes to find and repair, leaf
+    /// bits × fanout: 12 × 2: 486 kB; 12 × 4: 540 kB; 12 × 8: 643 kB; 12 × 16: 815 kB;
+    /// 11 × 2: 511 kB; 13 × 2: 486 kB; 14 × 2: 492 kB. Below 12 leaf bits the key lists of
+    /// differing leaves grow (about one key per leaf at 12); above, the extra levels cost more
+    /// than the shorter lists save, and the leaves to persist double. The price of binary is
+    /// round trips: 13 per exchange against 7 at fanout 4 and 4 at fanout 16 — latency of a
+    /// background task whose exchanges for all partitions run side by side.
     pub const DEFAULT: Shape = Shape {
         partition_bits: DEFAULT_PARTITION_BITS as u8,
         leaf_bits: DEFAULT_LEAF_BITS as u8,
@@ -450,6 +453,12 @@ mod tests {
     #[test]
     fn shapes() {
         let s = Shape::DEFAULT;
+        assert_eq!((s.depth(), s.leaves()), (12, 4096));
+        assert_eq!(
+            (s.width(1), s.width(12), s.fanout(0), s.fanout(12)),
+            (2, 4096, 2, 0)
+        );
+        let s = Shape::new(8, 12, 2);
         assert_eq!((s.depth(), s.leaves()), (6, 4096));
         assert_eq!(
             (s.width(0), s.width(1), s.width(6), s.width(7)),
