@@ -2,7 +2,12 @@
 //! and stale gets at several concurrencies — printing throughput and latency percentiles, and
 //! one JSON line per run for tools. `--etcd URL` runs the same load against etcd's HTTP/JSON
 //! gateway, so both are measured the same way in one run.
+//!
+//! `isle bench ap`: load against the AP keyspace (`/v1/ap`) — puts, gets or counter
+//! increments over a key space, spread across one or more nodes — once per consistency level
+//! (`--levels one,quorum,all`), printing one row per level.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +20,8 @@ use serde_json::{Value, json};
 pub enum BenchCommand {
     /// Benchmark the CP keyspace (or etcd, with --etcd).
     Cp(CpBenchArgs),
+    /// Benchmark the AP keyspace, once per consistency level.
+    Ap(ApBenchArgs),
 }
 
 /// Flags of `isle bench cp`.
@@ -224,7 +231,14 @@ async fn run_phase(
 
 /// Runs `isle bench ...`.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Cp(args) = command;
+    match command {
+        BenchCommand::Cp(args) => run_cp(args).await,
+        BenchCommand::Ap(args) => run_ap(args).await,
+    }
+}
+
+/// Runs `isle bench cp`.
+async fn run_cp(args: CpBenchArgs) -> anyhow::Result<()> {
     let target = match &args.etcd {
         Some(addr) => Target::Etcd(addr.clone()),
         None => Target::Isle(args.http.clone()),
@@ -256,6 +270,339 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Flags of `isle bench ap`.
+#[derive(Args, Debug)]
+pub struct ApBenchArgs {
+    /// HTTP addresses of the nodes to spread requests over (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8401")]
+    http: Vec<String>,
+    /// Also spread requests over every other member the first node knows.
+    #[arg(long)]
+    discover: bool,
+    /// Bucket to write to.
+    #[arg(long, default_value = "default")]
+    bucket: String,
+    /// What each request does: put (a value, with the context of the worker's previous put
+    /// of that key, so siblings do not pile up), get, or incr (a counter). Comma-separated:
+    /// each runs in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "put")]
+    op: Vec<ApOp>,
+    /// Consistency level (W for writes, R for reads): one, quorum, all, or a number.
+    #[arg(long, visible_alias = "r", default_value = "quorum")]
+    w: String,
+    /// Run once per level, e.g. `one,quorum,all` (overrides --w).
+    #[arg(long, value_delimiter = ',')]
+    levels: Vec<String>,
+    /// Count only primary replicas (no sloppy quorum).
+    #[arg(long)]
+    strict: bool,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Value size in bytes (puts).
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Distinct keys (`bench-0` ... `bench-N-1`); gets first write each one.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+}
+
+/// What an AP benchmark request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ApOp {
+    Put,
+    Get,
+    Incr,
+}
+
+impl ApOp {
+    fn name(self) -> &'static str {
+        match self {
+            ApOp::Put => "put",
+            ApOp::Get => "get",
+            ApOp::Incr => "incr",
+        }
+    }
+}
+
+/// One AP run's fixed shape.
+struct ApRun {
+    client: reqwest::Client,
+    nodes: Vec<String>,
+    bucket: String,
+    op: ApOp,
+    level: String,
+    strict: bool,
+    value: String,
+    keys: usize,
+    workers: usize,
+}
+
+/// What one worker measured.
+#[derive(Default)]
+struct ApTally {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl ApRun {
+    /// The `i`-th key of worker `worker`: workers own disjoint keys (`worker`, `worker +
+    /// workers`, ...), so their puts never race, unless there are more workers than keys.
+    fn key(&self, worker: usize, i: u64) -> String {
+        let keys = self.keys.max(1) as u64;
+        let workers = self.workers.max(1) as u64;
+        let worker = worker as u64;
+        let index = if worker < keys {
+            worker + workers * (i % (keys - worker).div_ceil(workers))
+        } else {
+            worker % keys
+        };
+        format!("bench-{index}")
+    }
+
+    /// Sends one request; the new context of a put, or why it failed.
+    async fn request(
+        &self,
+        node: &str,
+        key: &str,
+        context: Option<&str>,
+    ) -> Result<Option<String>, String> {
+        let path = format!("http://{node}/v1/ap/{}/{key}", self.bucket);
+        let level = if self.op == ApOp::Get { "r" } else { "w" };
+        let query = [
+            (level, self.level.as_str()),
+            ("strict", if self.strict { "true" } else { "false" }),
+        ];
+        let request = match self.op {
+            ApOp::Put => {
+                let mut body = json!({ "value": self.value.as_str() });
+                if let Some(context) = context {
+                    body["context"] = json!(context);
+                }
+                self.client.put(&path).query(&query).json(&body)
+            }
+            ApOp::Get => self.client.get(&path).query(&query),
+            ApOp::Incr => self
+                .client
+                .post(format!("{path}/incr"))
+                .query(&query)
+                .json(&json!({ "by": 1 })),
+        };
+        let response = request.send().await.map_err(|err| err.to_string())?;
+        let status = response.status();
+        // A read that finds nothing has still asked its replicas: it counts as done.
+        let absent = self.op == ApOp::Get && status == reqwest::StatusCode::NOT_FOUND;
+        let text = response.text().await.map_err(|err| err.to_string())?;
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() && !absent {
+            let why = answer["error"]
+                .as_str()
+                .map_or(text.clone(), str::to_string);
+            return Err(format!("HTTP {status}: {why}"));
+        }
+        Ok(answer["context"].as_str().map(str::to_string))
+    }
+}
+
+async fn ap_worker(run: Arc<ApRun>, worker: usize, until: Instant) -> ApTally {
+    let mut tally = ApTally::default();
+    let mut contexts: HashMap<String, String> = HashMap::new();
+    let mut i = 0u64;
+    while Instant::now() < until {
+        let key = run.key(worker, i);
+        let node = &run.nodes[(worker + i as usize) % run.nodes.len()];
+        i += 1;
+        let started = Instant::now();
+        match run
+            .request(node, &key, contexts.get(&key).map(String::as_str))
+            .await
+        {
+            Ok(context) => {
+                tally
+                    .latencies_us
+                    .push(started.elapsed().as_micros() as u64);
+                if let (ApOp::Put, Some(context)) = (run.op, context) {
+                    contexts.insert(key, context);
+                }
+            }
+            Err(why) => {
+                tally.errors += 1;
+                tally.first_error.get_or_insert(why);
+            }
+        }
+    }
+    tally
+}
+
+/// Writes every key twice (the second time with the first's context, so a rerun leaves no
+/// siblings behind), for reads to find values.
+async fn prefill(run: &ApRun) -> anyhow::Result<()> {
+    let fill = Arc::new(ApRun {
+        client: run.client.clone(),
+        nodes: run.nodes.clone(),
+        bucket: run.bucket.clone(),
+        op: ApOp::Put,
+        level: "quorum".into(),
+        strict: false,
+        value: run.value.clone(),
+        keys: run.keys,
+        workers: run.workers,
+    });
+    let tasks: Vec<_> = (0..run.workers)
+        .map(|worker| {
+            let fill = fill.clone();
+            tokio::spawn(async move {
+                let mut index = worker;
+                while index < fill.keys {
+                    let key = format!("bench-{index}");
+                    let node = &fill.nodes[index % fill.nodes.len()];
+                    let context = fill.request(node, &key, None).await?;
+                    fill.request(node, &key, context.as_deref()).await?;
+                    index += fill.workers;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?
+            .map_err(|why| anyhow::anyhow!("writing the keys to read: {why}"))?;
+    }
+    Ok(())
+}
+
+async fn run_ap_phase(run: Arc<ApRun>, seconds: u64) -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..run.workers)
+        .map(|worker| tokio::spawn(ap_worker(run.clone(), worker, until)))
+        .collect();
+    let mut all = ApTally::default();
+    for task in tasks {
+        let tally = task.await?;
+        all.latencies_us.extend(tally.latencies_us);
+        all.errors += tally.errors;
+        if all.first_error.is_none() {
+            all.first_error = tally.first_error;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.latencies_us.sort_unstable();
+    let ok = all.latencies_us.len();
+    Ok(json!({
+        "op": run.op.name(),
+        "level": run.level,
+        "strict": run.strict,
+        "nodes": run.nodes.len(),
+        "concurrency": run.workers,
+        "ops": ok,
+        "errors": all.errors,
+        "first_error": all.first_error,
+        "ops_per_sec": (ok as f64 / elapsed).round(),
+        "p50_ms": percentile(&all.latencies_us, 0.50) as f64 / 1000.0,
+        "p99_ms": percentile(&all.latencies_us, 0.99) as f64 / 1000.0,
+        "max_ms": all.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0,
+    }))
+}
+
+/// Runs `isle bench ap`.
+async fn run_ap(args: ApBenchArgs) -> anyhow::Result<()> {
+    let mut nodes: Vec<String> = args
+        .http
+        .iter()
+        .map(|addr| {
+            addr.trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .filter(|addr| !addr.is_empty())
+        .collect();
+    let Some(first) = nodes.first().cloned() else {
+        anyhow::bail!("give at least one node with --http");
+    };
+    if args.discover {
+        for (_, addr) in crate::client::members(&crate::client::http()?, &first).await? {
+            if !nodes.contains(&addr) {
+                nodes.push(addr);
+            }
+        }
+    }
+    let workers = args.concurrency.max(1);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(workers)
+        .build()?;
+    let levels = if args.levels.is_empty() {
+        vec![args.w.clone()]
+    } else {
+        args.levels.clone()
+    };
+    let shape = |op: ApOp, level: &str| ApRun {
+        client: client.clone(),
+        nodes: nodes.clone(),
+        bucket: args.bucket.clone(),
+        op,
+        level: level.to_string(),
+        strict: args.strict,
+        value: "x".repeat(args.value_size),
+        keys: args.keys.max(1),
+        workers,
+    };
+    println!(
+        "AP bench: bucket {}, {} node(s) [{}], {} keys, concurrency {}, {} s per run, {}-byte values",
+        args.bucket,
+        nodes.len(),
+        nodes.join(","),
+        args.keys.max(1),
+        workers,
+        args.seconds,
+        args.value_size
+    );
+    println!(
+        "{:<5} {:<13} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "OP", "LEVEL", "OPS", "OPS/S", "P50 ms", "P99 ms", "MAX ms", "ERRORS"
+    );
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for &op in &args.op {
+        if op == ApOp::Get {
+            prefill(&shape(op, "quorum")).await?;
+        }
+        for level in &levels {
+            let result = run_ap_phase(Arc::new(shape(op, level)), args.seconds).await?;
+            let level = if args.strict {
+                format!("{level} strict")
+            } else {
+                level.clone()
+            };
+            println!(
+                "{:<5} {:<13} {:>9} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+                op.name(),
+                level,
+                result["ops"].as_u64().unwrap_or(0),
+                result["ops_per_sec"].as_f64().unwrap_or(0.0),
+                result["p50_ms"].as_f64().unwrap_or(0.0),
+                result["p99_ms"].as_f64().unwrap_or(0.0),
+                result["max_ms"].as_f64().unwrap_or(0.0),
+                result["errors"].as_u64().unwrap_or(0),
+            );
+            if let Some(why) = result["first_error"].as_str() {
+                errors.push(format!("{} {level}: {why}", op.name()));
+            }
+            lines.push(result);
+        }
+    }
+    for line in errors {
+        println!("first error of {line}");
+    }
+    println!("{}", json!({ "bench": "ap", "results": lines }));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +614,52 @@ mod tests {
         assert_eq!(b64(b"fo"), "Zm8=");
         assert_eq!(b64(b"foo"), "Zm9v");
         assert_eq!(b64(b"bench-1-0"), "YmVuY2gtMS0w");
+    }
+
+    #[test]
+    fn ap_workers_own_disjoint_keys_covering_the_key_space() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            bench: BenchCommand,
+        }
+        let parsed = Cli::try_parse_from([
+            "bench",
+            "ap",
+            "--http",
+            "a:1,b:2",
+            "--levels",
+            "one,quorum,all",
+            "--op",
+            "put,get",
+        ])
+        .expect("parses");
+        let BenchCommand::Ap(args) = parsed.bench else {
+            panic!("ap")
+        };
+        assert_eq!(args.http, ["a:1", "b:2"]);
+        assert_eq!(args.levels, ["one", "quorum", "all"]);
+        assert_eq!(args.op, [ApOp::Put, ApOp::Get]);
+        let run = ApRun {
+            client: reqwest::Client::new(),
+            nodes: vec!["a".into()],
+            bucket: "default".into(),
+            op: ApOp::Put,
+            level: "one".into(),
+            strict: false,
+            value: String::new(),
+            keys: 10,
+            workers: 3,
+        };
+        let mut seen = std::collections::BTreeMap::new();
+        for worker in 0..3 {
+            for i in 0..20 {
+                let owner = seen.entry(run.key(worker, i)).or_insert(worker);
+                assert_eq!(*owner, worker, "a key shared by two workers");
+            }
+        }
+        assert_eq!(seen.len(), 10);
     }
 
     #[test]
