@@ -486,6 +486,16 @@ impl Object {
         }
     }
 
+    /// Whether this is a deleted plain value: only a tombstone is left, which replicas may
+    /// drop once all of them hold it (counters, sets and maps keep their causal state).
+    pub fn is_tombstone(&self) -> bool {
+        match self {
+            Object::Siblings(dvv) => dvv.is_deleted(),
+            Object::Lww(register) => matches!(register.get(), Some(None)),
+            _ => false,
+        }
+    }
+
     /// The causal context a client gets with a read (empty for non-`siblings` types).
     pub fn context(&self) -> Context {
         match self {

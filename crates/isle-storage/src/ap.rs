@@ -15,6 +15,8 @@ use crate::RedbStore;
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ap_objects");
 /// (owner node, storage key) → `[created unix ms: u64 LE][object]`.
 const HINTS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("ap_hints");
+/// Storage key of a tombstone → unix ms when this replica first held it as a tombstone.
+const TOMBSTONES: TableDefinition<&[u8], u64> = TableDefinition::new("ap_tombstones");
 /// (partition, leaf) → 16-byte leaf hash.
 const LEAVES: TableDefinition<(u32, u32), &[u8]> = TableDefinition::new("ap_leaves");
 
@@ -22,6 +24,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableErr
     txn.open_table(OBJECTS)?;
     txn.open_table(HINTS)?;
     txn.open_table(LEAVES)?;
+    txn.open_table(TOMBSTONES)?;
     Ok(())
 }
 
@@ -118,6 +121,7 @@ pub struct ApWrite<'t> {
     objects: redb::Table<'t, &'static [u8], &'static [u8]>,
     hints: redb::Table<'t, (u64, &'static [u8]), &'static [u8]>,
     leaves: redb::Table<'t, (u32, u32), &'static [u8]>,
+    tombstones: redb::Table<'t, &'static [u8], u64>,
 }
 
 impl ApWrite<'_> {
@@ -171,6 +175,20 @@ impl ApWrite<'_> {
         Ok(())
     }
 
+    /// Records that `key` holds a tombstone since `unix_ms`, unless already recorded.
+    pub fn mark_tombstone(&mut self, key: &[u8], unix_ms: u64) -> Result<(), ApStoreError> {
+        if self.tombstones.get(key).map_err(engine)?.is_none() {
+            self.tombstones.insert(key, unix_ms).map_err(engine)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets that `key` holds a tombstone (it was written again, or reaped).
+    pub fn clear_tombstone(&mut self, key: &[u8]) -> Result<(), ApStoreError> {
+        self.tombstones.remove(key).map_err(engine)?;
+        Ok(())
+    }
+
     /// Stores a Merkle leaf hash.
     pub fn set_leaf(&mut self, partition: u32, leaf: u32, hash: u128) -> Result<(), ApStoreError> {
         if hash == 0 {
@@ -199,6 +217,7 @@ impl ApStore {
                 objects: txn.open_table(OBJECTS).map_err(engine)?,
                 hints: txn.open_table(HINTS).map_err(engine)?,
                 leaves: txn.open_table(LEAVES).map_err(engine)?,
+                tombstones: txn.open_table(TOMBSTONES).map_err(engine)?,
             };
             f(&mut tables)?
         };
@@ -229,6 +248,27 @@ impl ApStore {
         for entry in table.range(start..end).map_err(engine)?.take(limit) {
             let (key, framed) = entry.map_err(engine)?;
             found.push((key.value().to_vec(), unframe("ap_objects", framed.value())?));
+        }
+        Ok(found)
+    }
+
+    /// Up to `limit` tombstones held since before `before_unix_ms`: (storage key, since).
+    pub fn tombstones_before(
+        &self,
+        before_unix_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, u64)>, ApStoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(TOMBSTONES).map_err(engine)?;
+        let mut found = Vec::new();
+        for entry in table.iter().map_err(engine)? {
+            let (key, since) = entry.map_err(engine)?;
+            if since.value() < before_unix_ms {
+                found.push((key.value().to_vec(), since.value()));
+                if found.len() == limit {
+                    break;
+                }
+            }
         }
         Ok(found)
     }

@@ -29,6 +29,10 @@ pub struct NodeArgs {
     /// etcd v3 gRPC API address (etcdctl, etcd client libraries); none if unset.
     #[arg(long)]
     grpc: Option<String>,
+    /// Redis-compatible (RESP2) address serving the AP keyspace (redis-cli, redis-benchmark,
+    /// Redis client libraries); none if unset.
+    #[arg(long)]
+    resp: Option<String>,
     /// Seed peers' transport addresses, comma-separated.
     #[arg(long, value_delimiter = ',')]
     peers: Option<Vec<String>>,
@@ -78,6 +82,12 @@ pub struct NodeArgs {
     /// AP keyspace: anti-entropy I/O budget in bytes per second.
     #[arg(long)]
     repair_bytes_per_sec: Option<u64>,
+    /// AP keyspace: drop a tombstone once every replica holds it and it is this old (ms).
+    #[arg(long)]
+    tombstone_grace_ms: Option<u64>,
+    /// AP keyspace: ms between tombstone collection passes (0: keep tombstones forever).
+    #[arg(long)]
+    tombstone_gc_interval_ms: Option<u64>,
 }
 
 impl NodeArgs {
@@ -171,6 +181,12 @@ impl NodeArgs {
         if let Some(rate) = self.repair_bytes_per_sec {
             config.ap.repair_bytes_per_sec = rate;
         }
+        if let Some(ms) = self.tombstone_grace_ms {
+            config.ap.tombstone_grace_ms = ms;
+        }
+        if let Some(ms) = self.tombstone_gc_interval_ms {
+            config.ap.tombstone_gc_interval_ms = ms;
+        }
         if let Some(phi) = self.phi_threshold {
             config.detection.phi_threshold = phi;
         }
@@ -182,6 +198,7 @@ impl NodeArgs {
 /// Runs the node until SIGINT or SIGTERM.
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     init_logging();
+    let resp_addr = args.resp.clone();
     let config = args.into_config()?;
     let http = config.http.clone();
     let listener = tokio::net::TcpListener::bind(&http)
@@ -192,6 +209,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for gRPC on {addr}"))?,
+        ),
+        None => None,
+    };
+    let resp = match &resp_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for RESP (Redis) on {addr}"))?,
         ),
         None => None,
     };
@@ -220,6 +245,17 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             },
         ))
     });
+    let (resp_stop_tx, resp_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let resp_server = resp.map(|listener| {
+        info!(addr = ?listener.local_addr().ok(), "serving RESP (Redis) for the AP keyspace");
+        tokio::spawn(isle_api::resp::serve(
+            node.ap.clone(),
+            listener,
+            async move {
+                let _ = resp_stop_rx.await;
+            },
+        ))
+    });
     let mut exit = node.cp.exit_requested();
     let fenced = tokio::select! {
         biased;
@@ -229,6 +265,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     info!(fenced, "shutting down");
     let _ = stop_tx.send(());
     let _ = grpc_stop_tx.send(());
+    let _ = resp_stop_tx.send(());
+    // The RESP server closes its connections as it stops (a command in flight is abandoned).
+    if let Some(server) = resp_server {
+        match server.await {
+            Ok(result) => result.context("RESP server")?,
+            Err(err) => bail!("RESP server task failed: {err}"),
+        }
+    }
     // Watch and keep-alive streams never end on their own: do not wait for them.
     if let Some(server) = grpc_server {
         server.abort();

@@ -461,3 +461,67 @@ fn a_returning_node_receives_its_hints_even_after_their_holders_restart() {
     println!("node 5 received {on_five} of 40 keys by hinted handoff");
     assert!(on_five > 0);
 }
+
+#[test]
+fn tombstones_are_dropped_only_once_every_replica_holds_them() {
+    let mut cluster = LocalCluster::start_with(
+        3,
+        &[
+            "--bootstrap-expect",
+            "3",
+            "--tombstone-grace-ms",
+            "300",
+            "--tombstone-gc-interval-ms",
+            "300",
+        ],
+    );
+    let _logs = cluster.logs_on_panic();
+    wait_mesh(&cluster, &[1, 2, 3]);
+    let a = cluster.http(1);
+    put(&a, "default", "gone", json!({"value": "soon deleted"}));
+    put(&a, "default", "kept", json!({"value": "stays"}));
+
+    // With one replica down the tombstone cannot be collected: it must wait for all three.
+    cluster.kill9(3);
+    wait_cut(&cluster, &[1, 2], &[3]);
+    ok("DELETE", &a, "/v1/ap/default/gone?w=quorum", None);
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = copies(&cluster, 2, "default", "gone");
+    assert_eq!(
+        held.len(),
+        2,
+        "tombstone kept while a replica is down: {held:?}"
+    );
+
+    cluster.restart(3);
+    wait_mesh(&cluster, &[1, 2, 3]);
+    let (_, took) = wait_for(
+        "the tombstone dropped on every replica",
+        Duration::from_secs(30),
+        || {
+            let held = copies(&cluster, 3, "default", "gone");
+            if held.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{held:?}"))
+            }
+        },
+    );
+    println!("tombstone dropped {took:?} after the last replica returned");
+    let (code, body) = get(&a, "default", "gone");
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        converged(&cluster, 3, 3, "default", "kept").is_ok(),
+        "live keys stay"
+    );
+    let reaped: f64 = (1..=3)
+        .map(|id| {
+            common::metric(
+                &common::metrics(&cluster.http(id)).unwrap_or_default(),
+                "isle_ap_tombstones_reaped_total",
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(reaped >= 1.0, "reaped {reaped}");
+}

@@ -47,6 +47,8 @@ pub struct ApMetrics {
     pub aae_in_sync: Gauge,
     /// Changes committed per transaction (group commit).
     pub write_batch: Histogram,
+    /// Tombstones dropped after every replica held them.
+    pub tombstones_reaped: Counter,
 }
 
 impl Default for ApMetrics {
@@ -64,6 +66,7 @@ impl Default for ApMetrics {
             aae_bytes: Counter::default(),
             aae_converge_seconds: Gauge::default(),
             aae_in_sync: Gauge::default(),
+            tombstones_reaped: Counter::default(),
             write_batch: Histogram::new([
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
             ]),
@@ -134,6 +137,11 @@ impl ApMetrics {
             "aae_in_sync",
             "1 when the last round found no difference",
             self.aae_in_sync.clone(),
+        );
+        r.register(
+            "tombstones_reaped",
+            "Tombstones dropped after every replica held them",
+            self.tombstones_reaped.clone(),
         );
         r.register(
             "write_batch",

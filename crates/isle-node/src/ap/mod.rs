@@ -17,6 +17,7 @@
 mod aae;
 mod hints;
 pub mod metrics;
+mod tombstones;
 pub mod wire;
 mod writer;
 
@@ -68,6 +69,13 @@ pub struct ApConfig {
     pub repair_bytes_per_sec: u64,
     /// Hybrid-clock stamps further ahead of this node's wall clock are not followed.
     pub hlc_max_ahead_ms: u64,
+    /// A tombstone is dropped only after every replica holds it *and* it is this old: the
+    /// grace lets in-flight hints and repairs land first. A replica cut off for longer than
+    /// this and then repaired from an old hint could bring a deleted value back: that is the
+    /// trade-off of dropping tombstones at all.
+    pub tombstone_grace_ms: u64,
+    /// How often the tombstone collector runs (0: never; tombstones are then kept forever).
+    pub tombstone_gc_interval_ms: u64,
 }
 
 impl Default for ApConfig {
@@ -93,6 +101,8 @@ impl Default for ApConfig {
             aae_interval_ms: 2_000,
             repair_bytes_per_sec: 16 << 20,
             hlc_max_ahead_ms: 60_000,
+            tombstone_grace_ms: 600_000,
+            tombstone_gc_interval_ms: 10_000,
         }
     }
 }
@@ -207,6 +217,7 @@ impl Ap {
         };
         tokio::spawn(hints::deliver(ap.clone()));
         tokio::spawn(aae::run(ap.clone()));
+        tokio::spawn(tombstones::collect(ap.clone()));
         Ok(ap)
     }
 
@@ -876,6 +887,9 @@ impl Ap {
             ),
             ApRequest::Aae(request) => ApReply::Aae(self.aae_respond(&request)),
             ApRequest::Roots { partitions } => ApReply::Roots(self.roots(&partitions)),
+            ApRequest::Reap { tombstones } => {
+                ApReply::Stored(self.reap(tombstones).await.map(|_| ()))
+            }
         };
         self.inner.rpc.reply(from, id, RpcReply::Ap(reply));
     }

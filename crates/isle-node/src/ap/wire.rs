@@ -50,6 +50,12 @@ pub enum ApRequest {
     },
     /// A step of a Merkle-tree exchange.
     Aae(AaeRequest),
+    /// Drop these tombstones if the receiver's copy still has this digest (every replica
+    /// was found holding the same tombstone).
+    Reap {
+        /// (storage key, digest of the tombstone).
+        tombstones: Vec<(Vec<u8>, Hash128)>,
+    },
     /// The roots of the receiver's trees of these partitions (one request per peer and round,
     /// so replicas in agreement cost one round trip).
     Roots {

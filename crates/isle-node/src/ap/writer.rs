@@ -47,6 +47,13 @@ pub(crate) enum Job {
         target: Target,
         reply: oneshot::Sender<Result<(), ApError>>,
     },
+    /// Drop a tombstone every replica holds, unless it changed (digest differs).
+    Reap {
+        key: Vec<u8>,
+        hash: u64,
+        digest: u128,
+        reply: oneshot::Sender<Result<bool, ApError>>,
+    },
     /// Drop a delivered hint, unless it changed since it was read (digest differs).
     RemoveHint {
         owner: NodeId,
@@ -254,6 +261,11 @@ impl Writer {
         match target {
             Target::Data => {
                 w.put_object(key, &bytes)?;
+                if new.is_tombstone() {
+                    w.mark_tombstone(key, self.clock.unix_ms())?;
+                } else if old.is_some_and(Object::is_tombstone) {
+                    w.clear_tombstone(key)?;
+                }
                 let trees = trees(&self.trees);
                 let (partition, leaf) = trees.leaf_of(hash);
                 let current = pending
@@ -367,6 +379,31 @@ impl Writer {
                     self.write(w, (&key, hash, target), old.as_ref(), &merged, pending)?
                 };
                 Done::Merge(reply, result)
+            }
+            Job::Reap {
+                key,
+                hash,
+                digest,
+                reply,
+            } => {
+                let current = self.read(w, &key, Target::Data)?;
+                let same = current.as_ref().is_some_and(|o| o.digest() == digest);
+                if same {
+                    w.remove_object(&key)?;
+                    w.clear_tombstone(&key)?;
+                    let trees = trees(&self.trees);
+                    let (partition, leaf) = trees.leaf_of(hash);
+                    let held = pending
+                        .leaves
+                        .get(&(partition, leaf))
+                        .copied()
+                        .unwrap_or_else(|| trees.leaf(partition, leaf));
+                    drop(trees);
+                    let next = held ^ entry_hash(&key, digest);
+                    w.set_leaf(partition, leaf, next)?;
+                    pending.leaves.insert((partition, leaf), next);
+                }
+                Done::Remove(reply, Ok(same))
             }
             Job::RemoveHint {
                 owner,
