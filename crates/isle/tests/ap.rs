@@ -514,6 +514,19 @@ fn tombstones_are_dropped_only_once_every_replica_holds_them() {
         converged(&cluster, 3, 3, "default", "kept").is_ok(),
         "live keys stay"
     );
+    // An increment retried with its request id through every node counts once.
+    for id in [1, 2, 3, 1] {
+        post(
+            &cluster.http(id),
+            "default",
+            "visits",
+            "incr",
+            json!({"by": 5, "request_id": "client-9:1"}),
+        );
+    }
+    let (_, read) = get(&cluster.http(2), "default", "visits");
+    assert_eq!(read["value"], json!(5), "{read}");
+
     let reaped: f64 = (1..=3)
         .map(|id| {
             common::metric(
