@@ -17,8 +17,8 @@ pub struct LocalArgs {
     /// Directory holding each node's data dir and log (reused if it exists: same members).
     #[arg(long, default_value = "isle-local")]
     dir: PathBuf,
-    /// Node i listens for peers on BASE+i, for HTTP on BASE+1000+i and for the etcd v3 gRPC
-    /// API on BASE+2000+i.
+    /// Node i listens for peers on BASE+i, for HTTP on BASE+1000+i, for the etcd v3 gRPC
+    /// API on BASE+2000+i and for Redis clients (RESP, the AP keyspace) on BASE+3000+i.
     #[arg(long, default_value_t = 7400)]
     base_port: u16,
     /// Zones to assign round-robin, comma-separated (e.g. east,east,east,west,west).
@@ -37,6 +37,7 @@ struct LocalNode {
     peer: String,
     http: String,
     grpc: String,
+    resp: String,
     data_dir: PathBuf,
     log: PathBuf,
 }
@@ -51,7 +52,9 @@ fn plan(args: &LocalArgs) -> anyhow::Result<Vec<LocalNode>> {
         let peer_port = args.base_port.checked_add(offset);
         let http_port = args.base_port.checked_add(1000 + offset);
         let grpc_port = args.base_port.checked_add(2000 + offset);
-        let (Some(peer_port), Some(http_port), Some(grpc_port)) = (peer_port, http_port, grpc_port)
+        let resp_port = args.base_port.checked_add(3000 + offset);
+        let (Some(peer_port), Some(http_port), Some(grpc_port), Some(resp_port)) =
+            (peer_port, http_port, grpc_port, resp_port)
         else {
             bail!(
                 "--base-port {} is too high for {} nodes",
@@ -59,7 +62,7 @@ fn plan(args: &LocalArgs) -> anyhow::Result<Vec<LocalNode>> {
                 args.nodes
             );
         };
-        for port in [peer_port, http_port, grpc_port] {
+        for port in [peer_port, http_port, grpc_port, resp_port] {
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                 bail!("port {port} is in use: stop what holds it or pass another --base-port");
             }
@@ -70,6 +73,7 @@ fn plan(args: &LocalArgs) -> anyhow::Result<Vec<LocalNode>> {
             peer: format!("127.0.0.1:{peer_port}"),
             http: format!("127.0.0.1:{http_port}"),
             grpc: format!("127.0.0.1:{grpc_port}"),
+            resp: format!("127.0.0.1:{resp_port}"),
             log: data_dir.join("node.log"),
             data_dir,
         });
@@ -103,6 +107,8 @@ fn spawn(args: &LocalArgs, nodes: &[LocalNode], node: &LocalNode) -> anyhow::Res
             &node.http,
             "--grpc",
             &node.grpc,
+            "--resp",
+            &node.resp,
         ])
         .arg("--data-dir")
         .arg(&node.data_dir)
@@ -150,16 +156,17 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         dir.display()
     );
     println!(
-        "{:<5} {:<18} {:<18} {:<18} LOG",
-        "NODE", "PEER", "HTTP", "GRPC (etcd v3)"
+        "{:<5} {:<18} {:<18} {:<18} {:<18} LOG",
+        "NODE", "PEER", "HTTP", "GRPC (etcd v3)", "RESP (redis)"
     );
     for node in &nodes {
         println!(
-            "{:<5} {:<18} {:<18} {:<18} {}",
+            "{:<5} {:<18} {:<18} {:<18} {:<18} {}",
             node.id,
             node.peer,
             node.http,
             node.grpc,
+            node.resp,
             node.log.display()
         );
     }
@@ -173,6 +180,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         println!(
             "etcdctl: ETCDCTL_API=3 etcdctl --endpoints {} get --prefix \"\"",
             endpoints.join(",")
+        );
+        println!(
+            "redis:   redis-cli -u redis://{}   (any node; SELECT i picks bucket i)",
+            first.resp
         );
     }
     println!("Ctrl-C stops every node.");

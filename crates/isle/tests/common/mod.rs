@@ -19,7 +19,8 @@ pub fn free_port() -> u16 {
 }
 
 /// The data dir and launch specs of an `n`-node loopback cluster, every node seeded with
-/// every other, ports from `port`.
+/// every other and serving Redis clients (`--resp`, see [`LocalCluster::resp`]), ports from
+/// `port`.
 fn cluster_specs(
     n: u64,
     extra: &[&str],
@@ -30,6 +31,7 @@ fn cluster_specs(
     let specs: Vec<NodeSpec> = (1..=n)
         .map(|id| {
             let index = (id - 1) as usize;
+            let resp = format!("127.0.0.1:{}", port());
             NodeSpec {
                 id,
                 peer: peers[index].clone(),
@@ -40,7 +42,8 @@ fn cluster_specs(
                     .filter(|p| **p != peers[index])
                     .cloned()
                     .collect(),
-                extra: std::iter::once("--allow-fault-injection")
+                extra: ["--allow-fault-injection", "--resp", &resp]
+                    .into_iter()
                     .chain(extra.iter().copied())
                     .map(String::from)
                     .collect(),
@@ -260,6 +263,16 @@ impl LocalCluster {
     /// HTTP address of node `id`.
     pub fn http(&self, id: u64) -> String {
         self.nodes[(id - 1) as usize].spec.http.clone()
+    }
+
+    /// RESP (Redis) address of node `id`: the `--resp` flag it was started with.
+    pub fn resp(&self, id: u64) -> String {
+        let extra = &self.nodes[(id - 1) as usize].spec.extra;
+        let at = extra
+            .iter()
+            .position(|flag| flag == "--resp")
+            .unwrap_or_else(|| panic!("node {id} was started without --resp"));
+        extra[at + 1].clone()
     }
 
     /// Every node's log, for failure messages.
