@@ -305,7 +305,8 @@ pub struct ApBenchArgs {
     /// Value size in bytes (puts).
     #[arg(long, default_value_t = 100)]
     value_size: usize,
-    /// Distinct keys (`bench-0` ... `bench-N-1`); gets first write each one.
+    /// Distinct keys (`bench-0` ... `bench-<N-1>`, counters `bench-counter-<i>`); gets first
+    /// write each one.
     #[arg(long, default_value_t = 1000)]
     keys: usize,
 }
@@ -361,7 +362,11 @@ impl ApRun {
         } else {
             worker % keys
         };
-        format!("bench-{index}")
+        match self.op {
+            // Counters under their own names: a key holding a value refuses increments.
+            ApOp::Incr => format!("bench-counter-{index}"),
+            ApOp::Put | ApOp::Get => format!("bench-{index}"),
+        }
     }
 
     /// Sends one request; the new context of a put, or why it failed.
