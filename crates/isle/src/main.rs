@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Start N nodes on loopback, print their endpoints, stop them all on Ctrl-C.
     Local(local::LocalArgs),
     /// Print the cluster as a table, as each node sees it.
@@ -87,7 +87,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Node(args) => node::run(args).await,
+            Command::Node(args) => node::run(*args).await,
             Command::Local(args) => local::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Quorum(args) => quorum::run(args),
