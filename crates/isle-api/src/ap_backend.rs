@@ -31,6 +31,35 @@ pub trait ApBackend: Clone + Send + Sync + 'static {
     fn node_id(&self) -> u64;
 }
 
+impl ApBackend for isle_node::ap::Ap {
+    async fn get(
+        &self,
+        bucket: String,
+        key: Vec<u8>,
+        options: ReadOptions,
+    ) -> Result<ReadReply, ApError> {
+        isle_node::ap::Ap::get(self, &bucket, &key, options).await
+    }
+
+    async fn apply(
+        &self,
+        bucket: String,
+        key: Vec<u8>,
+        op: Op,
+        options: WriteOptions,
+    ) -> Result<WriteReply, ApError> {
+        isle_node::ap::Ap::apply(self, &bucket, &key, op, options).await
+    }
+
+    fn buckets(&self) -> Vec<BucketInfo> {
+        isle_node::ap::Ap::buckets(self)
+    }
+
+    fn node_id(&self) -> u64 {
+        isle_node::ap::Ap::node_id(self).0
+    }
+}
+
 /// A one-replica, in-memory backend for the interfaces' unit tests.
 #[cfg(test)]
 pub(crate) mod memory {
@@ -46,9 +75,12 @@ pub(crate) mod memory {
     use super::ApBackend;
 
     /// Every key in one map, stamped by one clock that ticks once per write.
+    /// Every object by (bucket, key), the clock, and the tick count.
+    type State = (BTreeMap<(String, Vec<u8>), Object>, Hlc, u64);
+
     #[derive(Clone)]
     pub(crate) struct MemoryBackend {
-        state: Arc<Mutex<(BTreeMap<(String, Vec<u8>), Object>, Hlc, u64)>>,
+        state: Arc<Mutex<State>>,
     }
 
     impl MemoryBackend {
@@ -143,34 +175,5 @@ pub(crate) mod memory {
         fn node_id(&self) -> u64 {
             1
         }
-    }
-}
-
-impl ApBackend for isle_node::ap::Ap {
-    async fn get(
-        &self,
-        bucket: String,
-        key: Vec<u8>,
-        options: ReadOptions,
-    ) -> Result<ReadReply, ApError> {
-        isle_node::ap::Ap::get(self, &bucket, &key, options).await
-    }
-
-    async fn apply(
-        &self,
-        bucket: String,
-        key: Vec<u8>,
-        op: Op,
-        options: WriteOptions,
-    ) -> Result<WriteReply, ApError> {
-        isle_node::ap::Ap::apply(self, &bucket, &key, op, options).await
-    }
-
-    fn buckets(&self) -> Vec<BucketInfo> {
-        isle_node::ap::Ap::buckets(self)
-    }
-
-    fn node_id(&self) -> u64 {
-        isle_node::ap::Ap::node_id(self).0
     }
 }
