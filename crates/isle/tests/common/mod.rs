@@ -193,11 +193,12 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts `n` nodes with fault injection allowed, every node seeded with every other.
+    /// Starts `n` nodes with fault injection allowed, every node seeded with every other;
+    /// returns once every node serves HTTP (see [`LocalCluster::start_with`]: spare ports,
+    /// retried on a port race — each node takes four ports, so races with other tests' ephemeral
+    /// ports are real).
     pub fn start(n: u64) -> LocalCluster {
-        let (dir, specs) = cluster_specs(n, &[], free_port);
-        let nodes = specs.iter().map(NodeSpec::spawn).collect();
-        LocalCluster { nodes, dir }
+        Self::start_with(n, &[])
     }
 
     /// As [`LocalCluster::start`], with `extra` flags for every node (after
