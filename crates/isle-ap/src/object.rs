@@ -362,6 +362,12 @@ impl Object {
     /// Applies `op` as coordinated by `actor` at hybrid time `stamp`; returns whether the
     /// object changed (an idempotent retry changes nothing).
     pub fn apply(&mut self, op: &Op, actor: NodeId, stamp: Stamp) -> Result<bool, ApplyError> {
+        // A deleted plain value takes any CRDT type (Redis: `SET k v; DEL k; SADD k m` works).
+        // Every CRDT type ranks above plain values, so the switch wins on every replica and
+        // the old value cannot come back.
+        if self.is_tombstone() && !matches!(op, Op::Put { .. } | Op::Delete { .. }) {
+            *self = Object::empty_for(op, Rule::Siblings);
+        }
         let wrong = |held: &Object| ApplyError::WrongType {
             held: held.kind().to_string(),
             wanted: match op {
@@ -784,6 +790,48 @@ mod tests {
 #[cfg(test)]
 mod fallback_tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_value_becomes_a_set_everywhere_and_stays_deleted_as_a_value() {
+        let stamp = Stamp {
+            physical_ms: 1,
+            logical: 0,
+            node: NodeId(1),
+        };
+        let mut value = Object::empty_for(
+            &Op::Delete {
+                context: WriteContext::Local,
+            },
+            Rule::Siblings,
+        );
+        let put = Op::Put {
+            value: b"v".to_vec(),
+            context: WriteContext::Local,
+        };
+        value.apply(&put, NodeId(1), stamp).expect("put");
+        let stale = value.clone();
+        value
+            .apply(
+                &Op::Delete {
+                    context: WriteContext::Local,
+                },
+                NodeId(1),
+                stamp,
+            )
+            .expect("del");
+        let sadd = Op::SetAdd {
+            members: vec![b"m".to_vec()],
+        };
+        value
+            .apply(&sadd, NodeId(1), stamp)
+            .expect("a deleted key takes a new type");
+        let mut merged = stale.clone();
+        merged.merge(&value);
+        assert_eq!(merged.value(), Value::Set(vec![b"m".to_vec()]));
+        let mut other = value.clone();
+        other.merge(&stale);
+        assert_eq!(other, merged);
+    }
 
     #[test]
     fn a_fallback_write_on_an_empty_copy_stays_a_sibling_of_a_concurrent_primary_write() {
