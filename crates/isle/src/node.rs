@@ -82,12 +82,40 @@ pub struct NodeArgs {
     /// AP keyspace: anti-entropy I/O budget in bytes per second.
     #[arg(long)]
     repair_bytes_per_sec: Option<u64>,
+    /// AP keyspace: a bucket as NAME=RULE[:N] (rule siblings or lww, N replicas, default 3);
+    /// repeat for several. Replaces the default buckets (`default`, `lww`); every node of a
+    /// cluster must be given the same buckets.
+    #[arg(long = "ap-bucket", value_parser = parse_bucket)]
+    ap_buckets: Vec<isle_ap::BucketInfo>,
     /// AP keyspace: drop a tombstone once every replica holds it and it is this old (ms).
     #[arg(long)]
     tombstone_grace_ms: Option<u64>,
     /// AP keyspace: ms between tombstone collection passes (0: keep tombstones forever).
     #[arg(long)]
     tombstone_gc_interval_ms: Option<u64>,
+}
+
+/// Parses `NAME=RULE[:N]`, e.g. `carts=siblings:3`.
+fn parse_bucket(text: &str) -> Result<isle_ap::BucketInfo, String> {
+    let (name, spec) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=RULE[:N], e.g. carts=siblings:3"))?;
+    let (rule, n) = match spec.split_once(':') {
+        Some((rule, n)) => (
+            rule,
+            n.parse::<u32>()
+                .map_err(|e| format!("{text:?}: replica count {n:?}: {e}"))?,
+        ),
+        None => (spec, 3),
+    };
+    if name.is_empty() || name.len() > isle_ap::request::MAX_BUCKET_BYTES {
+        return Err(format!("{text:?}: bucket name must be 1..=64 bytes"));
+    }
+    Ok(isle_ap::BucketInfo {
+        name: name.to_string(),
+        rule: rule.parse()?,
+        n,
+    })
 }
 
 impl NodeArgs {
@@ -180,6 +208,9 @@ impl NodeArgs {
         }
         if let Some(rate) = self.repair_bytes_per_sec {
             config.ap.repair_bytes_per_sec = rate;
+        }
+        if !self.ap_buckets.is_empty() {
+            config.ap.buckets = self.ap_buckets.clone();
         }
         if let Some(ms) = self.tombstone_grace_ms {
             config.ap.tombstone_grace_ms = ms;

@@ -538,3 +538,58 @@ fn tombstones_are_dropped_only_once_every_replica_holds_them() {
         .sum();
     assert!(reaped >= 1.0, "reaped {reaped}");
 }
+
+#[test]
+fn buckets_keep_their_own_replica_counts_and_their_trees_agree() {
+    let cluster = LocalCluster::start_with(
+        3,
+        &[
+            "--bootstrap-expect",
+            "3",
+            "--aae-interval-ms",
+            "500",
+            "--ap-bucket",
+            "default=siblings:3",
+            "--ap-bucket",
+            "solo=lww:1",
+            "--ap-bucket",
+            "pair=siblings:2",
+        ],
+    );
+    let _logs = cluster.logs_on_panic();
+    wait_mesh(&cluster, &[1, 2, 3]);
+    let a = cluster.http(1);
+    for i in 0..10 {
+        for bucket in ["default", "solo", "pair"] {
+            put(
+                &a,
+                bucket,
+                &format!("k{i}"),
+                json!({"value": format!("{bucket} {i}")}),
+            );
+        }
+    }
+    for i in 0..10 {
+        for (bucket, n) in [("default", 3), ("solo", 1), ("pair", 2)] {
+            let key = format!("k{i}");
+            wait_for(
+                &format!("{bucket}/{key} on {n} replicas"),
+                Duration::from_secs(20),
+                || converged(&cluster, 3, n, bucket, &key),
+            );
+        }
+    }
+    // Trees of different replica counts never compare with each other: after a few rounds every
+    // node is in sync and Normal (no perpetual divergence).
+    std::thread::sleep(Duration::from_secs(2));
+    for id in 1..=3 {
+        let text = common::metrics(&cluster.http(id)).unwrap_or_default();
+        assert_eq!(
+            common::metric(&text, "isle_ap_aae_in_sync"),
+            Some(1.0),
+            "node {id}"
+        );
+        let status = status(&cluster.http(id)).unwrap_or_default();
+        assert_eq!(common::state_of(&status), "Normal", "node {id}");
+    }
+}

@@ -15,7 +15,6 @@ use std::time::Duration;
 use isle_ap::aae::{
     AaeReply, AaeRequest, Exchange, ExchangeConfig, Hash128, LeafKeys, Step, respond, wire_size,
 };
-use isle_ap::merkle::Shape;
 use isle_ap::{ApError, Object, PartitionId};
 use isle_env::Clock;
 use isle_storage::ApStore;
@@ -23,26 +22,29 @@ use isle_types::{Millis, NodeId};
 use tracing::{debug, info};
 
 use super::wire::{ApReply, ApRequest};
-use super::writer::trees;
+use super::writer::{Trees, tree_id, trees};
 use super::{Ap, unexpected};
 
 /// Keys fetched or stored per repair request.
 const REPAIR_BATCH: usize = 256;
 
-/// The node's objects as the exchange sees them: (storage key, digest) per leaf.
+/// The node's objects as the exchange sees them: (storage key, digest) per leaf, only of the
+/// buckets whose replica count is `n` (other buckets' keys live in other trees).
 struct StoreKeys<'a> {
     store: &'a ApStore,
-    shape: Shape,
+    trees: &'a Trees,
+    n: u32,
 }
 
 impl LeafKeys for StoreKeys<'_> {
     fn keys_in_leaf(&self, partition: PartitionId, leaf: u32) -> Vec<(Vec<u8>, u128)> {
-        let (start, end) = self.shape.leaf_range(partition, leaf);
+        let (start, end) = self.trees.shape().leaf_range(partition, leaf);
         // Past every storage key: 8 hash bytes of 0xff, then a bucket length below 0xff.
         let end = end.unwrap_or_else(|| vec![0xff; 9]);
         match self.store.objects_in(&start, &end, usize::MAX) {
             Ok(objects) => objects
                 .into_iter()
+                .filter(|(key, _)| self.trees.n_of_key(key) == Some(self.n))
                 .map(|(key, bytes)| (key, Object::digest_of_encoding(&bytes)))
                 .collect(),
             // Unreadable: seen as empty, so the peer's copies are pulled and merged (harmless).
@@ -121,15 +123,17 @@ pub(super) async fn run(ap: Ap) {
 async fn round(ap: &Ap, budget: &mut Budget) -> (u64, bool) {
     let ring = ap.ring();
     let me = ap.inner.me;
-    let n = ap.replicas_per_key();
     let reachable = ap.reachable();
     let mut found = 0;
     let mut failed = false;
-    let mut shared: BTreeMap<NodeId, Vec<PartitionId>> = BTreeMap::new();
-    for partition in ring.partitions_of(me, n) {
-        for peer in ring.preference(partition, n) {
-            if peer > me && reachable.contains(&peer) {
-                shared.entry(peer).or_default().push(partition);
+    let classes = trees(&ap.inner.trees).classes();
+    let mut shared: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+    for n in classes {
+        for partition in ring.partitions_of(me, n as usize) {
+            for peer in ring.preference(partition, n as usize) {
+                if peer > me && reachable.contains(&peer) {
+                    shared.entry(peer).or_default().push(tree_id(n, partition));
+                }
             }
         }
     }
@@ -157,14 +161,14 @@ async fn round(ap: &Ap, budget: &mut Budget) -> (u64, bool) {
             }
         };
         let ours = ap.roots(&partitions);
-        for ((partition, mine), theirs) in partitions.into_iter().zip(ours).zip(theirs) {
+        for ((id, mine), theirs) in partitions.into_iter().zip(ours).zip(theirs) {
             if mine == theirs {
                 continue;
             }
-            match exchange(ap, budget, partition, peer).await {
+            match exchange(ap, budget, id, peer).await {
                 Ok(diffs) => found += diffs,
                 Err(err) => {
-                    debug!(%peer, partition, %err, "anti-entropy exchange failed");
+                    debug!(%peer, tree = id, %err, "anti-entropy exchange failed");
                     failed = true;
                 }
             }
@@ -192,23 +196,19 @@ async fn ask(
 }
 
 /// One Merkle exchange with `peer` over `partition`, then the repair of what differs.
-async fn exchange(
-    ap: &Ap,
-    budget: &mut Budget,
-    partition: PartitionId,
-    peer: NodeId,
-) -> Result<u64, ApError> {
+async fn exchange(ap: &Ap, budget: &mut Budget, id: u32, peer: NodeId) -> Result<u64, ApError> {
     let internal = |e: String| ApError::Internal(e);
+    let n = id >> 16;
     let (mut session, mut request) = {
         let trees = trees(&ap.inner.trees);
         let tree = trees
-            .tree(partition)
-            .ok_or_else(|| internal(format!("no tree for partition {partition}")))?;
+            .tree(id)
+            .ok_or_else(|| internal(format!("no tree {id}")))?;
         Exchange::start(tree, ExchangeConfig::default())
     };
     ap.inner.metrics.aae_exchanges.inc();
     let outcome = loop {
-        let reply = match ask(ap, budget, peer, ApRequest::Aae(request)).await? {
+        let reply = match ask(ap, budget, peer, ApRequest::Aae { n, request }).await? {
             ApReply::Aae(Ok(reply)) => reply,
             ApReply::Aae(Err(err)) => return Err(err),
             other => return Err(unexpected(&other)),
@@ -216,11 +216,12 @@ async fn exchange(
         let step = {
             let trees = trees(&ap.inner.trees);
             let tree = trees
-                .tree(partition)
-                .ok_or_else(|| internal(format!("no tree for partition {partition}")))?;
+                .tree(id)
+                .ok_or_else(|| internal(format!("no tree {id}")))?;
             let keys = StoreKeys {
                 store: &ap.inner.store,
-                shape: trees.shape(),
+                trees: &trees,
+                n,
             };
             session
                 .handle_reply(tree, &keys, &reply)
@@ -281,17 +282,16 @@ async fn exchange(
 }
 
 impl Ap {
-    /// The roots of this node's trees of `partitions` (0 for an unknown partition).
-    pub(super) fn roots(&self, partitions: &[PartitionId]) -> Vec<Hash128> {
+    /// The roots of this node's trees with these ids (0 for an unknown tree).
+    pub(super) fn roots(&self, ids: &[u32]) -> Vec<Hash128> {
         let trees = trees(&self.inner.trees);
-        partitions
-            .iter()
-            .map(|&p| Hash128(trees.tree(p).map_or(0, |tree| tree.root())))
+        ids.iter()
+            .map(|&id| Hash128(trees.tree(id).map_or(0, |tree| tree.root())))
             .collect()
     }
 
     /// Answers a peer's exchange step from this node's tree and store.
-    pub(super) fn aae_respond(&self, request: &AaeRequest) -> Result<AaeReply, ApError> {
+    pub(super) fn aae_respond(&self, n: u32, request: &AaeRequest) -> Result<AaeReply, ApError> {
         if !matches!(request, AaeRequest::Root { .. }) {
             // A peer descends: our replicas differ, so this node reconciles too.
             let hold = Duration::from_millis(self.inner.config.aae_interval_ms.max(500) * 2);
@@ -301,12 +301,13 @@ impl Ap {
                 .store(until.as_u64(), Ordering::Relaxed);
         }
         let trees = trees(&self.inner.trees);
-        let tree = trees
-            .tree(request.partition())
-            .ok_or_else(|| ApError::BadRequest(format!("no partition {}", request.partition())))?;
+        let Some(tree) = trees.tree(tree_id(n, request.partition())) else {
+            return Ok(AaeReply::Refused(isle_ap::aae::Refusal::NotHeld));
+        };
         let keys = StoreKeys {
             store: &self.inner.store,
-            shape: trees.shape(),
+            trees: &trees,
+            n,
         };
         Ok(respond(tree, &keys, request))
     }

@@ -151,19 +151,14 @@ impl Ap {
         status: watch::Receiver<Arc<Status>>,
         registry: &mut Registry,
     ) -> Result<Ap, String> {
-        let n = config.buckets.first().map_or(0, |b| b.n);
-        if n == 0 || config.buckets.iter().any(|b| b.n != n) {
+        if let Some(bad) = config.buckets.iter().find(|b| b.n == 0 || b.n > 64) {
             return Err(format!(
-                "every AP bucket must have the same n >= 1 (one Merkle tree per partition serves them all); got {:?}",
-                config
-                    .buckets
-                    .iter()
-                    .map(|b| (&b.name, b.n))
-                    .collect::<Vec<_>>()
+                "AP bucket {:?} has n={}: every bucket needs 1..=64 replicas",
+                bad.name, bad.n
             ));
         }
         let ap_store = store.ap_store();
-        let mut trees = Trees::new(config.partition_bits);
+        let mut trees = Trees::new(config.partition_bits, &config.buckets);
         for ((partition, leaf), hash) in ap_store.leaves().map_err(|e| e.to_string())? {
             trees.set_leaf(partition, leaf, hash);
         }
@@ -229,15 +224,6 @@ impl Ap {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.me
-    }
-
-    /// Replicas per key (every bucket shares it).
-    fn replicas_per_key(&self) -> usize {
-        self.inner
-            .config
-            .buckets
-            .first()
-            .map_or(3, |b| b.n as usize)
     }
 
     /// The buckets served.
@@ -885,7 +871,7 @@ impl Ap {
                     .map(|key| self.local_fetch(&key, None).map(|object| (key, object)))
                     .collect(),
             ),
-            ApRequest::Aae(request) => ApReply::Aae(self.aae_respond(&request)),
+            ApRequest::Aae { n, request } => ApReply::Aae(self.aae_respond(n, &request)),
             ApRequest::Roots { partitions } => ApReply::Roots(self.roots(&partitions)),
             ApRequest::Reap { tombstones } => {
                 ApReply::Stored(self.reap(tombstones).await.map(|_| ()))

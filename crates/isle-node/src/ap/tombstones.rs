@@ -53,15 +53,17 @@ async fn pass(ap: &Ap) -> Result<u64, ApError> {
         .tombstones_before(before, PASS_MAX)
         .map_err(|e| ApError::Internal(e.to_string()))?;
     let ring = ap.ring();
-    let n = ap.replicas_per_key();
     let reachable = ap.reachable();
     let me = ap.inner.me;
     let mut reaped = 0;
     for (key, _) in candidates {
-        let Some((hash, _, _)) = isle_ap::merkle::parse_storage_key(&key) else {
+        let Some((hash, bucket, _)) = isle_ap::merkle::parse_storage_key(&key) else {
             continue;
         };
-        let replicas = ring.preference(ring.partition_of(hash), n);
+        let Ok(info) = ap.bucket(&bucket) else {
+            continue;
+        };
+        let replicas = ring.preference(ring.partition_of(hash), info.n as usize);
         if replicas.first() != Some(&me) || !replicas.iter().all(|r| reachable.contains(r)) {
             continue;
         }

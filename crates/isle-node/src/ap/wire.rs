@@ -48,18 +48,23 @@ pub enum ApRequest {
         /// Storage keys.
         keys: Vec<Vec<u8>>,
     },
-    /// A step of a Merkle-tree exchange.
-    Aae(AaeRequest),
+    /// A step of a Merkle-tree exchange over the tree of buckets with `n` replicas.
+    Aae {
+        /// The replica count whose trees are compared.
+        n: u32,
+        /// The step.
+        request: AaeRequest,
+    },
     /// Drop these tombstones if the receiver's copy still has this digest (every replica
     /// was found holding the same tombstone).
     Reap {
         /// (storage key, digest of the tombstone).
         tombstones: Vec<(Vec<u8>, Hash128)>,
     },
-    /// The roots of the receiver's trees of these partitions (one request per peer and round,
-    /// so replicas in agreement cost one round trip).
+    /// The roots of the receiver's trees with these ids (`N << 16 | partition`; one request
+    /// per peer and round, so replicas in agreement cost one round trip).
     Roots {
-        /// Partitions asked.
+        /// Tree ids asked.
         partitions: Vec<u32>,
     },
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use isle_ap::merkle::{DEFAULT_FANOUT_BITS, DEFAULT_LEAF_BITS, Shape, Tree, entry_hash};
-use isle_ap::{ApError, Hlc, Object, Op, Rule};
+use isle_ap::{ApError, BucketInfo, Hlc, Object, Op, Rule};
 use isle_env::Clock;
 use isle_storage::{ApStore, ApStoreError, ApWrite, StoredHint};
 use isle_types::NodeId;
@@ -83,37 +83,76 @@ pub(crate) fn lock(hints: &Hints) -> MutexGuard<'_, HintIndex> {
     hints.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One Merkle tree per partition of the ring.
+/// Identifies one Merkle tree: the replica count N of the buckets it covers (keys of buckets
+/// with different N live on different replica sets, so they cannot share a tree) and the
+/// partition: `N << 16 | partition`. It is also the key under which leaves are persisted.
+pub(crate) fn tree_id(n: u32, partition: u32) -> u32 {
+    (n << 16) | (partition & 0xffff)
+}
+
+/// One Merkle tree per partition of the ring, for each replica count in use.
 pub(crate) struct Trees {
     shape: Shape,
-    trees: Vec<Tree>,
+    /// N of each bucket.
+    bucket_n: BTreeMap<String, u32>,
+    /// N → one tree per partition.
+    classes: BTreeMap<u32, Vec<Tree>>,
 }
 
 impl Trees {
-    /// Empty trees for `2^partition_bits` partitions.
-    pub(crate) fn new(partition_bits: u32) -> Self {
+    /// Empty trees for `2^partition_bits` partitions per replica count of `buckets`.
+    pub(crate) fn new(partition_bits: u32, buckets: &[BucketInfo]) -> Self {
         let shape = Shape::new(partition_bits, DEFAULT_LEAF_BITS, DEFAULT_FANOUT_BITS);
-        let trees = (0..(1u32 << shape.partition_bits()))
-            .map(|partition| Tree::new(partition, shape))
+        let bucket_n: BTreeMap<String, u32> =
+            buckets.iter().map(|b| (b.name.clone(), b.n)).collect();
+        let classes = bucket_n
+            .values()
+            .map(|&n| {
+                let trees = (0..(1u32 << shape.partition_bits()))
+                    .map(|partition| Tree::new(partition, shape))
+                    .collect();
+                (n, trees)
+            })
             .collect();
-        Trees { shape, trees }
+        Trees {
+            shape,
+            bucket_n,
+            classes,
+        }
     }
 
-    /// The (partition, leaf) of a key hash.
-    pub(crate) fn leaf_of(&self, hash: u64) -> (u32, u32) {
-        (self.shape.partition_of(hash), self.shape.leaf_of(hash))
+    /// The replica count of the bucket a storage key belongs to.
+    pub(crate) fn n_of_key(&self, key: &[u8]) -> Option<u32> {
+        let (_, bucket, _) = isle_ap::merkle::parse_storage_key(key)?;
+        self.bucket_n.get(&bucket).copied()
+    }
+
+    /// The replica counts in use.
+    pub(crate) fn classes(&self) -> Vec<u32> {
+        self.classes.keys().copied().collect()
+    }
+
+    /// The (tree id, leaf) of a stored key, if its bucket is known.
+    pub(crate) fn slot(&self, key: &[u8], hash: u64) -> Option<(u32, u32)> {
+        let n = self.n_of_key(key)?;
+        Some((
+            tree_id(n, self.shape.partition_of(hash)),
+            self.shape.leaf_of(hash),
+        ))
     }
 
     /// A leaf's hash.
-    pub(crate) fn leaf(&self, partition: u32, leaf: u32) -> u128 {
-        self.trees
-            .get(partition as usize)
-            .map_or(0, |t| t.leaf(leaf))
+    pub(crate) fn leaf(&self, id: u32, leaf: u32) -> u128 {
+        self.tree(id).map_or(0, |t| t.leaf(leaf))
     }
 
     /// Sets a leaf's hash and the path above it.
-    pub(crate) fn set_leaf(&mut self, partition: u32, leaf: u32, hash: u128) {
-        if let Some(tree) = self.trees.get_mut(partition as usize) {
+    pub(crate) fn set_leaf(&mut self, id: u32, leaf: u32, hash: u128) {
+        if let Some(tree) = self
+            .classes
+            .get_mut(&(id >> 16))
+            .and_then(|trees| trees.get_mut((id & 0xffff) as usize))
+        {
             tree.set_leaf(leaf, hash);
         }
     }
@@ -123,9 +162,11 @@ impl Trees {
         self.shape
     }
 
-    /// The tree of one partition.
-    pub(crate) fn tree(&self, partition: u32) -> Option<&Tree> {
-        self.trees.get(partition as usize)
+    /// The tree with this id.
+    pub(crate) fn tree(&self, id: u32) -> Option<&Tree> {
+        self.classes
+            .get(&(id >> 16))
+            .and_then(|trees| trees.get((id & 0xffff) as usize))
     }
 }
 
@@ -260,14 +301,18 @@ impl Writer {
         let bytes = new.encode();
         match target {
             Target::Data => {
+                let trees = trees(&self.trees);
+                let Some((partition, leaf)) = trees.slot(key, hash) else {
+                    return Ok(Err(ApError::BadRequest(
+                        "a key of a bucket this node does not serve".into(),
+                    )));
+                };
                 w.put_object(key, &bytes)?;
                 if new.is_tombstone() {
                     w.mark_tombstone(key, self.clock.unix_ms())?;
                 } else if old.is_some_and(Object::is_tombstone) {
                     w.clear_tombstone(key)?;
                 }
-                let trees = trees(&self.trees);
-                let (partition, leaf) = trees.leaf_of(hash);
                 let current = pending
                     .leaves
                     .get(&(partition, leaf))
@@ -388,11 +433,13 @@ impl Writer {
             } => {
                 let current = self.read(w, &key, Target::Data)?;
                 let same = current.as_ref().is_some_and(|o| o.digest() == digest);
-                if same {
+                let trees_now = trees(&self.trees);
+                let slot = trees_now.slot(&key, hash);
+                drop(trees_now);
+                if let (true, Some((partition, leaf))) = (same, slot) {
                     w.remove_object(&key)?;
                     w.clear_tombstone(&key)?;
                     let trees = trees(&self.trees);
-                    let (partition, leaf) = trees.leaf_of(hash);
                     let held = pending
                         .leaves
                         .get(&(partition, leaf))
@@ -403,7 +450,7 @@ impl Writer {
                     w.set_leaf(partition, leaf, next)?;
                     pending.leaves.insert((partition, leaf), next);
                 }
-                Done::Remove(reply, Ok(same))
+                Done::Remove(reply, Ok(same && slot.is_some()))
             }
             Job::RemoveHint {
                 owner,
