@@ -1,0 +1,13 @@
+//! Isle's chaos lab, pure part: the **history** of a run (and, in later modules, the checkers
+//! that judge it). The engines record every client operation — invocation, completion,
+//! outcome — as a [`History`]; each checker returns a [`Verdict`]. No clock, no randomness:
+//! everything here is a deterministic function of its inputs.
+
+pub mod history;
+pub mod verdict;
+
+pub use history::{
+    ApValue, History, Keyspace, MergeRule, Op, Operation, Outcome, ProcessId, Recorder, Ret, Stamp,
+    Time, Value,
+};
+pub use verdict::{Status, Verdict, Violation};
