@@ -182,13 +182,21 @@ pub enum Op {
         /// empty for a blind write, which becomes a sibling of whatever is there.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         covers: Vec<Value>,
+        /// Sent without a context, to replace whatever the coordinator holds (Redis `SET`): it
+        /// may have covered any value written before it completed.
+        #[serde(default, skip_serializing_if = "is_false")]
+        local: bool,
     },
-    /// AP: delete the key. `covers` as for [`Op::ApWrite`] (values, or set members, that the
-    /// client had read and whose context it sent). Returns [`Ret::Ack`] or [`Ret::Stamp`].
+    /// AP: delete the key. `covers` and `local` as for [`Op::ApWrite`] (`covers`: values, or
+    /// set members, that the client had read and whose context it sent). Returns [`Ret::Ack`]
+    /// or [`Ret::Stamp`].
     ApDelete {
         /// The values or members the delete's causal context covered.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         covers: Vec<Value>,
+        /// Sent without a context, deleting whatever the coordinator holds (Redis `DEL`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        local: bool,
     },
     /// AP: add `n` (signed) to a counter. Returns [`Ret::Ack`].
     Incr(i64),
@@ -260,8 +268,19 @@ impl fmt::Display for Op {
                 bucket,
                 value,
                 covers,
-            } => write!(f, "ap write {value:?} in {bucket:?}{}", covering(covers)),
-            Op::ApDelete { covers } => write!(f, "ap delete{}", covering(covers)),
+                local,
+            } => write!(
+                f,
+                "ap write {value:?} in {bucket:?}{}{}",
+                covering(covers),
+                if *local { " (local)" } else { "" }
+            ),
+            Op::ApDelete { covers, local } => write!(
+                f,
+                "ap delete{}{}",
+                covering(covers),
+                if *local { " (local)" } else { "" }
+            ),
             Op::Incr(n) => write!(f, "incr {n:+}"),
             Op::SetAdd(member) => write!(f, "set add {member:?}"),
             Op::SetRemove(member) => write!(f, "set remove {member:?}"),
@@ -269,6 +288,11 @@ impl fmt::Display for Op {
             Op::ApRead => f.write_str("ap read"),
         }
     }
+}
+
+/// For serde: skip `false` flags.
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 /// How a register value reads in messages: `"v"` or `absent`.
@@ -702,6 +726,7 @@ mod tests {
                 bucket: "b".into(),
                 value: "v".into(),
                 covers: vec!["u".into()],
+                local: false,
             },
             31,
         );

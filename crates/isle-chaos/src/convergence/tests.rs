@@ -1,0 +1,395 @@
+//! Final states with known verdicts, one merge rule at a time.
+
+use super::*;
+
+fn op(id: u64, key: &str, op: Op, invoke: u64, complete: u64, outcome: Outcome) -> Operation {
+    Operation::new(id, key, op, invoke, complete, outcome)
+}
+fn acked(p: u64, key: &str, o: Op, invoke: u64, complete: u64) -> Operation {
+    op(p, key, o, invoke, complete, Outcome::Ok(Ret::Ack))
+}
+fn maybe(p: u64, key: &str, o: Op, invoke: u64) -> Operation {
+    op(p, key, o, invoke, invoke + 10, Outcome::Indeterminate)
+}
+fn put(value: &str, covers: &[&str]) -> Op {
+    Op::ApWrite {
+        bucket: "b".into(),
+        value: value.into(),
+        covers: covers.iter().map(|c| c.to_string()).collect(),
+        local: false,
+    }
+}
+fn local_put(value: &str) -> Op {
+    Op::ApWrite {
+        bucket: "b".into(),
+        value: value.into(),
+        covers: Vec::new(),
+        local: true,
+    }
+}
+fn del(covers: &[&str]) -> Op {
+    Op::ApDelete {
+        covers: covers.iter().map(|c| c.to_string()).collect(),
+        local: false,
+    }
+}
+fn values(vs: &[&str]) -> ApValue {
+    ApValue::Values(vs.iter().map(|v| v.to_string()).collect())
+}
+fn members(ms: &[&str]) -> ApValue {
+    ApValue::Set(ms.iter().map(|m| m.to_string()).collect())
+}
+/// Every one of three replicas holds `value`.
+fn everywhere(key: &str, value: ApValue) -> FinalState {
+    let mut state = FinalState::new();
+    for replica in ["n1", "n2", "n3"] {
+        state.insert(key, replica, value.clone());
+    }
+    state
+}
+fn run(rule: MergeRule, ops: Vec<Operation>, state: &FinalState) -> Verdict {
+    let rules = BTreeMap::from([("b".to_string(), rule)]);
+    let verdict = check(&ops.into_iter().collect(), &rules, state);
+    println!("{verdict}");
+    verdict
+}
+fn siblings_run(ops: Vec<Operation>, value: ApValue) -> Verdict {
+    run(MergeRule::Siblings, ops, &everywhere("k", value))
+}
+
+#[test]
+fn replicas_that_differ_are_caught() {
+    let mut state = everywhere("k", values(&["a"]));
+    state.insert("k", "n3", ApValue::Absent);
+    let verdict = run(
+        MergeRule::Siblings,
+        vec![acked(1, "k", put("a", &[]), 0, 1)],
+        &state,
+    );
+    assert!(verdict.is_violated());
+    assert_eq!(
+        verdict.violations[0].message,
+        "replicas differ after the heal: 2 distinct values on 3 replicas"
+    );
+    // The absent copy also lost the acknowledged write.
+    assert_eq!(verdict.violations.len(), 2, "{verdict}");
+}
+
+#[test]
+fn siblings_keep_concurrent_acknowledged_writes() {
+    let ops = vec![
+        acked(1, "k", put("a", &[]), 0, 10),
+        acked(2, "k", put("b", &[]), 5, 15),
+        maybe(3, "k", put("c", &[]), 6),
+        op(4, "k", put("d", &[]), 7, 8, Outcome::Fail),
+    ];
+    assert!(siblings_run(ops.clone(), values(&["a", "b"])).is_ok());
+    assert!(siblings_run(ops.clone(), values(&["a", "b", "c"])).is_ok());
+    let lost = siblings_run(ops.clone(), values(&["a"]));
+    assert_eq!(
+        lost.violations[0].message,
+        "acknowledged write lost: \"b\" is missing"
+    );
+    let phantom = siblings_run(ops, values(&["a", "b", "d"]));
+    assert_eq!(
+        phantom.violations[0].message,
+        "\"d\" was never written (or only by refused writes)"
+    );
+}
+
+#[test]
+fn siblings_drop_what_a_later_write_covered() {
+    let ops = vec![
+        acked(1, "k", put("a", &[]), 0, 10),
+        acked(2, "k", put("b", &["a"]), 20, 30),
+    ];
+    assert!(siblings_run(ops.clone(), values(&["b"])).is_ok());
+    let back = siblings_run(ops, values(&["a", "b"]));
+    assert_eq!(
+        back.violations[0].message,
+        "replaced value resurrected: \"a\" is back"
+    );
+}
+
+#[test]
+fn deleted_values_stay_deleted() {
+    let ops = vec![
+        acked(1, "k", put("a", &[]), 0, 10),
+        acked(2, "k", del(&["a"]), 20, 30),
+    ];
+    assert!(siblings_run(ops.clone(), ApValue::Absent).is_ok());
+    let back = siblings_run(ops.clone(), values(&["a"]));
+    assert_eq!(
+        back.violations[0].message,
+        "deleted value resurrected: \"a\" is back"
+    );
+    // A write the delete had not seen survives it.
+    let mut concurrent = ops;
+    concurrent.push(acked(3, "k", put("c", &[]), 25, 35));
+    assert!(siblings_run(concurrent.clone(), values(&["c"])).is_ok());
+    assert!(siblings_run(concurrent, ApValue::Absent).is_violated());
+    // An indeterminate delete may or may not have applied.
+    let uncertain = vec![
+        acked(1, "k", put("a", &[]), 0, 10),
+        maybe(2, "k", del(&["a"]), 20),
+    ];
+    assert!(siblings_run(uncertain.clone(), ApValue::Absent).is_ok());
+    assert!(siblings_run(uncertain, values(&["a"])).is_ok());
+}
+
+fn stamped(p: u64, o: Op, invoke: u64, ms: u64) -> Operation {
+    op(
+        p,
+        "k",
+        o,
+        invoke,
+        invoke + 5,
+        Outcome::Ok(Ret::Stamp(Stamp {
+            physical_ms: ms,
+            logical: 0,
+            node: p,
+        })),
+    )
+}
+
+#[test]
+fn lww_keeps_the_greatest_acknowledged_timestamp() {
+    // "b" was acknowledged later in real time but stamped earlier (a skewed clock): lww keeps "a".
+    let ops = vec![
+        stamped(1, put("a", &[]), 0, 500),
+        stamped(2, put("b", &[]), 10, 400),
+        maybe(3, "k", put("c", &[]), 20),
+    ];
+    let lww = |ops: Vec<Operation>, value| run(MergeRule::Lww, ops, &everywhere("k", value));
+    assert!(lww(ops.clone(), values(&["a"])).is_ok());
+    assert!(
+        lww(ops.clone(), values(&["c"])).is_ok(),
+        "c may have a later stamp"
+    );
+    let wrong = lww(ops.clone(), values(&["b"]));
+    assert_eq!(
+        wrong.violations[0].message,
+        "lww kept \"b\", not the write with the greatest acknowledged timestamp"
+    );
+    assert!(lww(ops.clone(), values(&["a", "b"])).is_violated());
+    assert!(
+        lww(ops.clone(), ApValue::Absent).violations[0]
+            .message
+            .starts_with("acknowledged write lost: the key is absent")
+    );
+    // A delete with the greatest stamp leaves the key absent.
+    let mut deleted = ops;
+    deleted.pop();
+    deleted.push(stamped(4, del(&[]), 30, 600));
+    assert!(lww(deleted.clone(), ApValue::Absent).is_ok());
+    assert_eq!(
+        lww(deleted, values(&["a"])).violations[0].message,
+        "deleted key resurrected: holds \"a\" after the latest acknowledged delete"
+    );
+}
+
+#[test]
+fn lww_without_stamps_checks_only_phantoms() {
+    let ops = vec![
+        acked(1, "k", put("a", &[]), 0, 10),
+        acked(2, "k", put("b", &[]), 20, 30),
+    ];
+    let verdict = run(
+        MergeRule::Lww,
+        ops.clone(),
+        &everywhere("k", values(&["a"])),
+    );
+    assert!(verdict.is_ok());
+    assert!(verdict.notes[0].contains("without acknowledged timestamps"));
+    assert!(run(MergeRule::Lww, ops, &everywhere("k", values(&["z"]))).is_violated());
+}
+
+#[test]
+fn counters_equal_acknowledged_increments() {
+    let ops = vec![
+        acked(1, "c", Op::Incr(5), 0, 10),
+        acked(2, "c", Op::Incr(-2), 5, 15),
+        maybe(3, "c", Op::Incr(10), 6),
+        maybe(4, "c", Op::Incr(-1), 7),
+        op(5, "c", Op::Incr(100), 8, 9, Outcome::Fail),
+    ];
+    let counter = |n| {
+        run(
+            MergeRule::Siblings,
+            ops.clone(),
+            &everywhere("c", ApValue::Counter(n)),
+        )
+    };
+    for ok in [2, 3, 12, 13] {
+        assert!(counter(ok).is_ok(), "{ok}");
+    }
+    assert_eq!(
+        counter(14).violations[0].message,
+        "the counter is 14, outside 2..=13 (acknowledged increments sum to 3; indeterminate ones may add -1..=10)"
+    );
+    assert!(counter(1).is_violated());
+}
+
+#[test]
+fn retried_increments_with_a_request_id_count_once() {
+    let ops = vec![
+        maybe(1, "c", Op::Incr(5), 0).with_request_id("r1"),
+        acked(1, "c", Op::Incr(5), 20, 30).with_request_id("r1"),
+    ];
+    let counter = |n| {
+        run(
+            MergeRule::Siblings,
+            ops.clone(),
+            &everywhere("c", ApValue::Counter(n)),
+        )
+    };
+    assert!(counter(5).is_ok());
+    assert_eq!(
+        counter(10).violations[0].message,
+        "the counter is 10, but the acknowledged increments sum to 5"
+    );
+}
+
+#[test]
+fn sets_keep_adds_no_remove_observed() {
+    let ops = vec![
+        acked(1, "s", Op::SetRemove("x".into()), 0, 10),
+        acked(2, "s", Op::SetAdd("x".into()), 20, 30),
+        acked(3, "s", Op::SetAdd("y".into()), 20, 30),
+        acked(4, "s", Op::SetRemove("y".into()), 25, 35),
+    ];
+    let set = |ms: &[&str]| {
+        run(
+            MergeRule::Siblings,
+            ops.clone(),
+            &everywhere("s", members(ms)),
+        )
+    };
+    assert!(
+        set(&["x"]).is_ok(),
+        "y's remove was concurrent: it may have observed the add"
+    );
+    assert!(set(&["x", "y"]).is_ok(), "... or not");
+    assert_eq!(
+        set(&["y"]).violations[0].message,
+        "acknowledged add lost: \"x\" is missing"
+    );
+    assert_eq!(
+        set(&["x", "z"]).violations[0].message,
+        "member \"z\" was never added (or only by refused adds)"
+    );
+}
+
+#[test]
+fn sets_do_not_resurrect_covered_deletes() {
+    let ops = vec![
+        acked(1, "s", Op::SetAdd("x".into()), 0, 10),
+        acked(2, "s", del(&["x"]), 20, 30),
+    ];
+    let set = |ms: &[&str]| {
+        run(
+            MergeRule::Siblings,
+            ops.clone(),
+            &everywhere("s", members(ms)),
+        )
+    };
+    assert!(set(&[]).is_ok());
+    assert_eq!(
+        set(&["x"]).violations[0].message,
+        "deleted member resurrected: \"x\" is back"
+    );
+}
+
+#[test]
+fn maps_sum_each_field() {
+    let incr = |field: &str, n| Op::MapIncr {
+        field: field.into(),
+        n,
+    };
+    let ops = vec![
+        acked(1, "m", incr("apples", 2), 0, 10),
+        acked(2, "m", incr("apples", 3), 5, 15),
+        maybe(3, "m", incr("pears", 1), 6),
+    ];
+    let map = |fields: &[(&str, i64)]| {
+        let fields = fields.iter().map(|(f, n)| (f.to_string(), *n)).collect();
+        run(
+            MergeRule::Siblings,
+            ops.clone(),
+            &everywhere("m", ApValue::Map(fields)),
+        )
+    };
+    assert!(map(&[("apples", 5)]).is_ok());
+    assert!(map(&[("apples", 5), ("pears", 1)]).is_ok());
+    assert_eq!(
+        map(&[("apples", 2)]).violations[0].message,
+        "field \"apples\" is 2, but the acknowledged increments sum to 5"
+    );
+    assert_eq!(
+        map(&[("apples", 5), ("plums", 1)]).violations[0].message,
+        "field \"plums\" was never written"
+    );
+}
+
+#[test]
+fn unread_keys_and_mixed_types_are_undecided() {
+    let ops = vec![acked(1, "k", put("a", &[]), 0, 10)];
+    let verdict = run(MergeRule::Siblings, ops, &FinalState::new());
+    assert_eq!(verdict.status(), crate::verdict::Status::Inconclusive);
+    let mixed = vec![
+        acked(1, "k", put("a", &[]), 0, 10),
+        acked(1, "k", Op::Incr(1), 20, 30),
+    ];
+    let verdict = run(
+        MergeRule::Siblings,
+        mixed,
+        &everywhere("k", ApValue::Counter(1)),
+    );
+    assert_eq!(verdict.status(), crate::verdict::Status::Inconclusive);
+    let unknown_bucket = run(
+        MergeRule::Siblings,
+        vec![acked(
+            1,
+            "k",
+            Op::ApWrite {
+                bucket: "other".into(),
+                value: "a".into(),
+                covers: vec![],
+                local: false,
+            },
+            0,
+            1,
+        )],
+        &everywhere("k", values(&["a"])),
+    );
+    assert_eq!(
+        unknown_bucket.status(),
+        crate::verdict::Status::Inconclusive
+    );
+}
+
+#[test]
+fn local_writes_and_deletes_may_replace_what_came_before() {
+    let local_del = Op::ApDelete {
+        covers: Vec::new(),
+        local: true,
+    };
+    let ops = vec![
+        acked(1, "k", put("a", &[]), 0, 10),
+        acked(2, "k", local_put("b"), 20, 30),
+        acked(3, "k", put("c", &[]), 40, 50),
+    ];
+    // "a" may have been replaced by the local write; "b" and "c" were written after anything
+    // that could replace them... except "b" is not replaced by "c" (blind).
+    assert!(siblings_run(ops.clone(), values(&["b", "c"])).is_ok());
+    assert!(siblings_run(ops.clone(), values(&["a", "b", "c"])).is_ok());
+    assert_eq!(
+        siblings_run(ops.clone(), values(&["b"])).violations[0].message,
+        "acknowledged write lost: \"c\" is missing"
+    );
+    let mut deleted = ops;
+    deleted.push(acked(4, "k", local_del, 60, 70));
+    assert!(siblings_run(deleted.clone(), ApValue::Absent).is_ok());
+    deleted.push(acked(5, "k", put("d", &[]), 80, 90));
+    assert!(siblings_run(deleted, ApValue::Absent).is_violated());
+}
