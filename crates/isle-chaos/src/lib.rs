@@ -30,10 +30,13 @@
 //!   increments, add-wins sets, maps of counters), with deletes not resurrected. Causality is
 //!   approximated by real time and by what clients say they covered: see the module for what
 //!   is and is not checked.
+//! - [`availability`]: per window (partition, after heal), per side and per node, the fraction
+//!   of requests that succeeded and the time to the first success after the window.
 //!
 //! Like the sans-IO cores, everything here is a deterministic function of its inputs: no clock,
 //! no randomness, ordered collections wherever order shows.
 
+pub mod availability;
 pub mod convergence;
 pub mod fencing;
 pub mod history;
