@@ -1,0 +1,175 @@
+//! What a simulated run is made of: cluster size, seed, network, node settings, workload and
+//! nemesis schedule, plus the limits of each phase. Plain data (serde) with builder methods.
+
+use isle_ap::{BucketInfo, Rule};
+use isle_env::{Random, SeededRandom};
+use isle_node::ap::ApConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::nemesis::Schedule;
+use crate::workload::{LWW, SIBLINGS, WorkloadConfig};
+
+/// turmoil's network and clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetConfig {
+    /// One simulation step, ms: every host runs this long per step.
+    pub tick_ms: u64,
+    /// Lowest message latency, ms.
+    pub latency_ms_min: u64,
+    /// Highest message latency, ms (turmoil draws from an exponential curve in between).
+    pub latency_ms_max: u64,
+    /// Probability that any message fails (a random link failure; 0: never).
+    pub fail_rate: f64,
+    /// Probability that a randomly failed link is repaired at each message.
+    pub repair_rate: f64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            tick_ms: 1,
+            latency_ms_min: 1,
+            latency_ms_max: 20,
+            fail_rate: 0.0,
+            repair_rate: 1.0,
+        }
+    }
+}
+
+/// One simulated run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Every random choice of the run derives from it.
+    pub seed: u64,
+    /// Nodes, ids `1..=nodes`.
+    pub nodes: u64,
+    /// Network and clock.
+    pub net: NetConfig,
+    /// The nodes' AP keyspace settings (buckets, anti-entropy and hint intervals, timeouts).
+    pub ap: ApConfig,
+    /// The clients.
+    pub workload: WorkloadConfig,
+    /// Nemeses, in ms after the workload starts.
+    pub schedule: Schedule,
+    /// How long the workload runs, ms; then every nemesis is healed.
+    pub run_ms: u64,
+    /// The cluster must first be fully connected within this, ms.
+    pub boot_limit_ms: u64,
+    /// After the heal, operations still in flight get this long to finish, ms.
+    pub drain_limit_ms: u64,
+    /// After the heal, every node must be back to Normal and connected within this, ms.
+    pub recover_limit_ms: u64,
+    /// Then every replica of every key must be equal within this, ms.
+    pub converge_limit_ms: u64,
+    /// Quiet time after convergence before the final copies are read, ms.
+    pub quiet_ms: u64,
+    /// Rounds of retrying increments that were never acknowledged (same request id).
+    pub retry_rounds: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            nodes: 3,
+            net: NetConfig::default(),
+            ap: sim_ap_config(3),
+            workload: WorkloadConfig::default(),
+            schedule: Schedule::default(),
+            run_ms: 6_000,
+            boot_limit_ms: 5_000,
+            drain_limit_ms: 10_000,
+            recover_limit_ms: 15_000,
+            converge_limit_ms: 20_000,
+            quiet_ms: 1_000,
+            retry_rounds: 5,
+        }
+    }
+}
+
+/// AP settings for simulation: the `siblings` and `lww` buckets with N = min(3, nodes), and
+/// faster anti-entropy, hint delivery and request timeouts than a real deployment's, so a
+/// run converges in a few simulated seconds.
+pub fn sim_ap_config(nodes: u64) -> ApConfig {
+    let n = u32::try_from(nodes.clamp(1, 3)).unwrap_or(3);
+    ApConfig {
+        buckets: vec![
+            BucketInfo {
+                name: SIBLINGS.into(),
+                rule: Rule::Siblings,
+                n,
+            },
+            BucketInfo {
+                name: LWW.into(),
+                rule: Rule::Lww,
+                n,
+            },
+        ],
+        request_timeout_ms: 1_000,
+        hint_interval_ms: 200,
+        aae_interval_ms: 500,
+        ..ApConfig::default()
+    }
+}
+
+impl SimConfig {
+    /// A fault-free three-node run for `seed`.
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            ..SimConfig::default()
+        }
+    }
+
+    /// A run whose cluster size (3 or 5) and nemesis schedule are drawn from `seed` too: what
+    /// the seed sweep runs.
+    pub fn random(seed: u64) -> Self {
+        let mut rng = SeededRandom::new(seed ^ 0x5eed_5c4e_d01e);
+        let nodes = if rng.below(2) == 0 { 3 } else { 5 };
+        let config = SimConfig::new(seed).nodes(nodes);
+        let schedule = Schedule::random(&mut rng, nodes, config.run_ms);
+        config.schedule(schedule)
+    }
+
+    /// Sets the cluster size (and the buckets' N to min(3, nodes)).
+    pub fn nodes(mut self, nodes: u64) -> Self {
+        self.nodes = nodes;
+        let n = u32::try_from(nodes.clamp(1, 3)).unwrap_or(3);
+        for bucket in &mut self.ap.buckets {
+            bucket.n = n;
+        }
+        self
+    }
+
+    /// Sets the nemesis schedule.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Sets how long the workload runs, ms.
+    pub fn run_ms(mut self, run_ms: u64) -> Self {
+        self.run_ms = run_ms;
+        self
+    }
+
+    /// Changes the nodes' AP settings.
+    pub fn ap(mut self, tweak: impl FnOnce(&mut ApConfig)) -> Self {
+        tweak(&mut self.ap);
+        self
+    }
+
+    /// Changes the network settings.
+    pub fn net(mut self, tweak: impl FnOnce(&mut NetConfig)) -> Self {
+        tweak(&mut self.net);
+        self
+    }
+
+    /// Changes the workload.
+    pub fn workload(mut self, tweak: impl FnOnce(&mut WorkloadConfig)) -> Self {
+        tweak(&mut self.workload);
+        self
+    }
+}

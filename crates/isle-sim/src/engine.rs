@@ -1,0 +1,874 @@
+//! The engine: a turmoil simulation with one host per node running the real node
+//! (`isle_node::start_with`, the code `isle node` runs) over turmoil's TCP, an in-memory redb
+//! store that outlives crashes, a skewable clock and a seeded RNG; clients attached to the
+//! nodes; and the harness that steps the simulation, applies the nemesis schedule, dispatches
+//! the workload and records the history.
+//!
+//! The harness runs between steps, on the caller's thread, so everything it does happens at a
+//! definite simulated time: the same seed replays the same run.
+//!
+//! Phases: boot (the cluster fully connected) → workload with the schedule → heal everything
+//! → drain in-flight operations → recover (every node Normal) → retry unacknowledged
+//! increments with their request ids → converge (every key's replicas equal) → quiet →
+//! read every replica's final copy → check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
+
+use isle_ap::ring::RingMember;
+use isle_ap::{Ring, key_hash};
+use isle_detect::{Partition, State};
+use isle_env::SeededRandom;
+use isle_node::{Env, NodeConfig, NodeHandle, Status};
+use isle_storage::RedbStore;
+use isle_types::NodeId;
+use tokio::sync::mpsc;
+
+use crate::client::{self, Done};
+use crate::clock::{SimClock, Skew};
+use crate::config::SimConfig;
+use crate::history::{ApOp, ApValue, FinalCopy, History, NemesisEvent, Operation, Outcome};
+use crate::nemesis::{Action, Effects, Nemesis};
+use crate::net::TurmoilNetwork;
+use crate::workload::{Request, Workload};
+
+/// Peer transport port on every host.
+const PEER_PORT: u16 = 7000;
+/// A fixed simulated wall-clock epoch, so wall time is the same on every run.
+const EPOCH_UNIX_S: u64 = 1_700_000_000;
+/// How often convergence is polled, ms.
+const CONVERGE_POLL_MS: u64 = 100;
+
+/// Why a run could not be carried out (as opposed to a check that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A host's software failed (a node did not start, a task panicked).
+    #[error("seed {seed}: at sim {at_ms} ms a host failed: {message}")]
+    Host {
+        /// The run's seed.
+        seed: u64,
+        /// When.
+        at_ms: u64,
+        /// turmoil's error.
+        message: String,
+    },
+    /// The cluster did not come up.
+    #[error("seed {seed}: the cluster was not fully connected within {limit_ms} ms:\n{statuses}")]
+    Boot {
+        /// The run's seed.
+        seed: u64,
+        /// The limit.
+        limit_ms: u64,
+        /// Every node's status.
+        statuses: String,
+    },
+    /// The configuration cannot run.
+    #[error("invalid simulation config: {0}")]
+    Config(String),
+}
+
+/// Figures of one run (printed, not compared).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Sim time when every node was first Normal and connected, ms.
+    pub boot_ms: u64,
+    /// Sim time of the final heal, ms.
+    pub heal_at_ms: u64,
+    /// From the heal until every node was Normal again, ms (`None`: not within the limit).
+    pub recovered_after_heal_ms: Option<u64>,
+    /// From the heal until every key's replicas were equal, ms (`None`: not within the limit).
+    pub converged_after_heal_ms: Option<u64>,
+    /// Increments retried after the heal (with their request ids).
+    pub retried: usize,
+    /// Total simulated time, ms.
+    pub sim_ms: u64,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The configuration it ran.
+    pub config: SimConfig,
+    /// Everything recorded.
+    pub history: History,
+    /// Timings.
+    pub figures: Figures,
+}
+
+/// Runs one simulation to the end and returns its history (check it with [`crate::check`]).
+pub fn run(config: SimConfig) -> Result<Run, SimError> {
+    let mut engine = Engine::new(config)?;
+    engine.boot()?;
+    engine.run_workload()?;
+    engine.heal_and_settle()?;
+    Ok(engine.finish())
+}
+
+/// A running node's entry points, published by its host when it has started.
+struct Live {
+    handle: NodeHandle,
+    inbox: mpsc::UnboundedSender<Job>,
+}
+
+/// Per node, shared by the harness and every incarnation of the node's host.
+struct Slot {
+    /// The node's disk: one in-memory redb database for the whole run.
+    store: RedbStore,
+    skew: Skew,
+    /// Seeds each incarnation's RNG.
+    rng: Mutex<SeededRandom>,
+    live: Mutex<Option<Live>>,
+}
+
+/// One request for a node's clients.
+struct Job {
+    id: u64,
+    request: Request,
+}
+
+type Completions = Arc<Mutex<Vec<(u64, Done)>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn host_name(id: u64) -> String {
+    format!("n{id}")
+}
+
+fn node_config(config: &SimConfig, id: u64) -> NodeConfig {
+    NodeConfig {
+        id: NodeId(id),
+        // turmoil binds only the unspecified address or loopback; peers dial the host name.
+        listen: format!("0.0.0.0:{PEER_PORT}"),
+        advertise: Some(format!("{}:{PEER_PORT}", host_name(id))),
+        http: format!("{}:8000", host_name(id)),
+        grpc: None,
+        peers: (1..=config.nodes)
+            .filter(|peer| *peer != id)
+            .map(|peer| format!("{}:{PEER_PORT}", host_name(peer)))
+            .collect(),
+        data_dir: "unused-in-memory".into(),
+        zone: Default::default(),
+        weight: 1,
+        allow_fault_injection: false,
+        quorum_policy: Default::default(),
+        detection: Default::default(),
+        transport: Default::default(),
+        cp: inert_cp(),
+        ap: config.ap.clone(),
+    }
+}
+
+/// Raft timings so long that openraft's tick never fires within a run.
+const INERT_RAFT_HEARTBEAT_MS: u64 = 1_000_000_000;
+
+/// The CP keyspace as this slice runs it: started (the node code is unchanged) but never
+/// bootstrapped, and with Raft timings beyond any run. openraft draws its tick phase and
+/// election timeouts from an unseeded thread RNG (`rand::rng()` in its tokio runtime); with
+/// the default 100 ms heartbeat its tick task (every 20 ms, random phase) adds task polls at
+/// random moments, which shifts the tokio scheduler's interleaving and makes runs diverge
+/// even though Raft itself does nothing. With the tick pushed past the run, the only
+/// openraft randomness is drawn but never acted on.
+fn inert_cp() -> isle_node::cp::CpConfig {
+    isle_node::cp::CpConfig {
+        bootstrap_expect: None,
+        heartbeat_ms: INERT_RAFT_HEARTBEAT_MS,
+        election_timeout_min_ms: 2 * INERT_RAFT_HEARTBEAT_MS,
+        election_timeout_max_ms: 3 * INERT_RAFT_HEARTBEAT_MS,
+        ..Default::default()
+    }
+}
+
+/// Turmoil's simulated wall clock as Unix ms (inside a host).
+fn sim_unix_ms() -> Result<u64, String> {
+    let since = turmoil::since_epoch().ok_or("not inside a turmoil host")?;
+    Ok(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Registers node `id` as a turmoil host: each (re)start runs the real node on the slot's
+/// store, publishes it, and serves the node's clients until the host is crashed.
+fn add_host(
+    sim: &mut turmoil::Sim<'static>,
+    config: NodeConfig,
+    slot: Arc<Slot>,
+    done: Completions,
+) {
+    let name = host_name(config.id.0);
+    sim.host(name, move || {
+        let (config, slot, done) = (config.clone(), Arc::clone(&slot), Arc::clone(&done));
+        async move {
+            let seed = lock(&slot.rng).fork();
+            let env = Env {
+                clock: Arc::new(SimClock::new(sim_unix_ms()?, slot.skew.clone())),
+                rng: seed,
+                net: Arc::new(TurmoilNetwork),
+                store: slot.store.clone(),
+            };
+            let handle = isle_node::start_with(config, env).await?;
+            let (inbox, mut jobs) = mpsc::unbounded_channel::<Job>();
+            let ap = handle.ap.clone();
+            *lock(&slot.live) = Some(Live { handle, inbox });
+            while let Some(job) = jobs.recv().await {
+                let (ap, done) = (ap.clone(), Arc::clone(&done));
+                tokio::spawn(async move {
+                    let result = client::execute(&ap, job.request).await;
+                    lock(&done).push((job.id, result));
+                });
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+}
+
+/// A client process attached to a node.
+struct Process {
+    id: u64,
+    node: u64,
+    busy: bool,
+    next_at_ms: u64,
+}
+
+/// A request on its way.
+struct InFlight {
+    process: u64,
+    node: u64,
+    request: Request,
+    invoke_ns: u64,
+}
+
+struct Engine {
+    config: SimConfig,
+    sim: turmoil::Sim<'static>,
+    slots: BTreeMap<u64, Arc<Slot>>,
+    done: Completions,
+    workload: Workload,
+    processes: Vec<Process>,
+    next_process: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    next_job: u64,
+    history: History,
+    active: Vec<Nemesis>,
+    applied: Effects,
+    figures: Figures,
+    /// Sim time when the workload started, ms.
+    t0_ms: u64,
+}
+
+impl Engine {
+    fn new(config: SimConfig) -> Result<Engine, SimError> {
+        if !(1..=64).contains(&config.nodes) || config.net.tick_ms == 0 {
+            return Err(SimError::Config(format!(
+                "nodes must be 1..=64 and tick_ms > 0 (nodes={}, tick_ms={})",
+                config.nodes, config.net.tick_ms
+            )));
+        }
+        let mut root = SeededRandom::new(config.seed);
+        let net = &config.net;
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(isle_env::Random::next_u64(&mut root))
+            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_S))
+            .tick_duration(Duration::from_millis(net.tick_ms))
+            .min_message_latency(Duration::from_millis(net.latency_ms_min))
+            .max_message_latency(Duration::from_millis(net.latency_ms_max))
+            .fail_rate(net.fail_rate)
+            .repair_rate(net.repair_rate)
+            .simulation_duration(Duration::from_secs(24 * 3600))
+            .build();
+        let done: Completions = Arc::default();
+        let mut slots = BTreeMap::new();
+        for id in 1..=config.nodes {
+            let node = node_config(&config, id);
+            node.validate()
+                .map_err(|e| SimError::Config(e.to_string()))?;
+            let store = RedbStore::in_memory().map_err(|e| SimError::Config(e.to_string()))?;
+            let slot = Arc::new(Slot {
+                store,
+                skew: Skew::default(),
+                rng: Mutex::new(root.fork()),
+                live: Mutex::new(None),
+            });
+            add_host(&mut sim, node, Arc::clone(&slot), Arc::clone(&done));
+            slots.insert(id, slot);
+        }
+        let workload = Workload::new(config.workload.clone(), root.fork());
+        let history = History {
+            seed: config.seed,
+            ..History::default()
+        };
+        Ok(Engine {
+            config,
+            sim,
+            slots,
+            done,
+            workload,
+            processes: Vec::new(),
+            next_process: 1,
+            in_flight: BTreeMap::new(),
+            next_job: 0,
+            history,
+            active: Vec::new(),
+            applied: Effects::default(),
+            figures: Figures::default(),
+            t0_ms: 0,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.sim.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.sim.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Advances one tick, then records every operation that completed during it.
+    fn step(&mut self) -> Result<(), SimError> {
+        if let Err(err) = self.sim.step() {
+            return Err(SimError::Host {
+                seed: self.config.seed,
+                at_ms: self.now_ms(),
+                message: err.to_string(),
+            });
+        }
+        self.reassert_cuts_on_flaky_links();
+        let completed = std::mem::take(&mut *lock(&self.done));
+        let now_ns = self.now_ns();
+        for (job, done) in completed {
+            if let Some(flight) = self.in_flight.remove(&job) {
+                self.record(flight, now_ns, done);
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, flight: InFlight, complete_ns: u64, done: Done) {
+        let operation = Operation {
+            process: flight.process,
+            node: flight.node,
+            bucket: flight.request.bucket,
+            key: flight.request.key,
+            op: done.op,
+            request_id: flight.request.request_id,
+            level: flight.request.level.map(|level| level.to_string()),
+            invoke_ns: flight.invoke_ns,
+            complete_ns,
+            outcome: done.outcome,
+            error: done.error,
+        };
+        self.workload.observe(&operation);
+        let think_ms = self.workload.think_ms();
+        let now_ms = self.now_ms();
+        if let Some(process) = self
+            .processes
+            .iter_mut()
+            .find(|p| p.id == operation.process)
+        {
+            process.busy = false;
+            process.next_at_ms = now_ms + think_ms;
+        }
+        self.history.ops.push(operation);
+    }
+
+    fn live(&self, node: u64) -> Option<NodeHandle> {
+        let slot = self.slots.get(&node)?;
+        lock(&slot.live).as_ref().map(|live| live.handle.clone())
+    }
+
+    /// Sends `request` to the clients of `node`; false if the node is not running.
+    fn dispatch(&mut self, node: u64, process: u64, request: Request) -> bool {
+        let Some(slot) = self.slots.get(&node) else {
+            return false;
+        };
+        let id = self.next_job;
+        let job = Job {
+            id,
+            request: request.clone(),
+        };
+        let sent = lock(&slot.live)
+            .as_ref()
+            .is_some_and(|live| live.inbox.send(job).is_ok());
+        if sent {
+            self.next_job += 1;
+            let invoke_ns = self.now_ns();
+            self.in_flight.insert(
+                id,
+                InFlight {
+                    process,
+                    node,
+                    request,
+                    invoke_ns,
+                },
+            );
+        }
+        sent
+    }
+
+    fn statuses(&self) -> BTreeMap<u64, Option<Arc<Status>>> {
+        (1..=self.config.nodes)
+            .map(|id| (id, self.live(id).map(|h| Arc::clone(&h.status.borrow()))))
+            .collect()
+    }
+
+    fn healthy(&self) -> bool {
+        let n = self.config.nodes;
+        self.statuses().into_iter().all(|(id, status)| {
+            status.is_some_and(|s| {
+                let others: BTreeSet<NodeId> = (1..=n).filter(|p| *p != id).map(NodeId).collect();
+                s.state == State::Normal
+                    && s.quorum.held
+                    && s.reachable == others
+                    && s.partition == Partition::None
+            })
+        })
+    }
+
+    fn describe(&self) -> String {
+        let line = |(id, status): (u64, Option<Arc<Status>>)| match status {
+            Some(s) => format!(
+                "  n{id}: {} quorum={} reachable={:?} partition={:?}",
+                s.state, s.quorum.held, s.reachable, s.partition
+            ),
+            None => format!("  n{id}: not running"),
+        };
+        self.statuses()
+            .into_iter()
+            .map(line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Steps until `done` holds; returns the time it took, or `None` at `limit_ms`.
+    fn run_until(
+        &mut self,
+        limit_ms: u64,
+        every_ms: u64,
+        done: impl Fn(&Engine) -> bool,
+    ) -> Result<Option<u64>, SimError> {
+        let start_ms = self.now_ms();
+        let mut next_poll_ms = start_ms;
+        loop {
+            let now_ms = self.now_ms();
+            if now_ms >= next_poll_ms {
+                if done(self) {
+                    return Ok(Some(now_ms - start_ms));
+                }
+                next_poll_ms = now_ms + every_ms;
+            }
+            if now_ms >= start_ms + limit_ms {
+                return Ok(None);
+            }
+            self.step()?;
+        }
+    }
+
+    fn boot(&mut self) -> Result<(), SimError> {
+        let limit_ms = self.config.boot_limit_ms;
+        if self.run_until(limit_ms, 1, Engine::healthy)?.is_none() {
+            return Err(SimError::Boot {
+                seed: self.config.seed,
+                limit_ms,
+                statuses: self.describe(),
+            });
+        }
+        self.figures.boot_ms = self.now_ms();
+        self.t0_ms = self.now_ms();
+        for node in 1..=self.config.nodes {
+            for _ in 0..self.config.workload.clients_per_node {
+                self.spawn_process(node);
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_process(&mut self, node: u64) {
+        let id = self.next_process;
+        self.next_process += 1;
+        let next_at_ms = self.now_ms() + self.workload.think_ms();
+        self.processes.push(Process {
+            id,
+            node,
+            busy: false,
+            next_at_ms,
+        });
+    }
+
+    fn run_workload(&mut self) -> Result<(), SimError> {
+        let end_ms = self.t0_ms + self.config.run_ms;
+        let mut steps = self.config.schedule.steps.clone();
+        steps.sort_by_key(|step| step.at_ms);
+        let mut steps = steps.into_iter().peekable();
+        while self.now_ms() < end_ms {
+            let elapsed_ms = self.now_ms() - self.t0_ms;
+            while let Some(step) = steps.next_if(|step| step.at_ms <= elapsed_ms) {
+                self.act(step.action);
+            }
+            self.dispatch_due();
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the next request of every idle process whose think time is over.
+    fn dispatch_due(&mut self) {
+        let now_ms = self.now_ms();
+        for index in 0..self.processes.len() {
+            let (id, node, due) = {
+                let p = &self.processes[index];
+                (p.id, p.node, !p.busy && p.next_at_ms <= now_ms)
+            };
+            if due && self.live(node).is_some() {
+                let request = self.workload.next_request();
+                if self.dispatch(node, id, request) {
+                    self.processes[index].busy = true;
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        let at_ns = self.now_ns();
+        match action {
+            Action::Start(Nemesis::Restart { node }) => {
+                self.history.nemeses.push(NemesisEvent {
+                    at_ns,
+                    start: true,
+                    nemesis: Nemesis::Restart { node },
+                });
+                if !self.applied.down.contains(&node) && self.slots.contains_key(&node) {
+                    let cuts = self.applied.cuts.clone();
+                    self.kill(node, true, &cuts);
+                }
+            }
+            Action::Start(nemesis) => {
+                self.history.nemeses.push(NemesisEvent {
+                    at_ns,
+                    start: true,
+                    nemesis: nemesis.clone(),
+                });
+                self.active.push(nemesis);
+            }
+            Action::Stop(nemesis) => {
+                if let Some(index) = self.active.iter().position(|a| *a == nemesis) {
+                    let nemesis = self.active.remove(index);
+                    self.history.nemeses.push(NemesisEvent {
+                        at_ns,
+                        start: false,
+                        nemesis,
+                    });
+                }
+            }
+            Action::HealAll => {
+                for nemesis in std::mem::take(&mut self.active) {
+                    self.history.nemeses.push(NemesisEvent {
+                        at_ns,
+                        start: false,
+                        nemesis,
+                    });
+                }
+            }
+        }
+        let effects = Effects::of(&self.active, self.config.nodes);
+        self.apply(effects);
+    }
+
+    /// The node's process dies (and with `restart`, starts again at once): its operations in
+    /// flight become indeterminate and its clients are replaced by fresh processes (Jepsen's
+    /// rule for a crashed client).
+    ///
+    /// The node is cut off while turmoil drops its tasks: dropping a socket sends a FIN, and
+    /// tokio drops tasks in an order that depends on process-global task ids, so those
+    /// messages would draw latencies from turmoil's RNG in a different order on every run.
+    /// Cut off, they are dropped without a draw. Peers are not told (a machine crash, not a
+    /// process exit): they find out through the failure detector. Links are then set back to
+    /// `cuts`.
+    fn kill(&mut self, node: u64, restart: bool, cuts: &BTreeSet<(u64, u64)>) {
+        if let Some(slot) = self.slots.get(&node) {
+            *lock(&slot.live) = None;
+        }
+        let others: Vec<u64> = (1..=self.config.nodes).filter(|id| *id != node).collect();
+        for &other in &others {
+            self.sim.partition(host_name(node), host_name(other));
+        }
+        if restart {
+            self.sim.bounce(host_name(node));
+        } else {
+            self.sim.crash(host_name(node));
+        }
+        for &other in &others {
+            let (a, b) = (node.min(other), node.max(other));
+            self.set_link(a, b, (cuts.contains(&(a, b)), cuts.contains(&(b, a))));
+        }
+        let now_ns = self.now_ns();
+        let cut_off: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, flight)| flight.node == node)
+            .map(|(job, _)| *job)
+            .collect();
+        for job in cut_off {
+            if let Some(flight) = self.in_flight.remove(&job) {
+                let process = flight.process;
+                let op = flight.request.op.clone();
+                let done = Done {
+                    outcome: Outcome::Indeterminate,
+                    op,
+                    error: Some("node crashed with the request in flight".into()),
+                };
+                self.record(flight, now_ns, done);
+                if let Some(p) = self.processes.iter_mut().find(|p| p.id == process) {
+                    p.id = self.next_process;
+                    self.next_process += 1;
+                }
+            }
+        }
+    }
+
+    /// Makes the cluster match `effects`: link states, flaky links, crashed nodes, skews.
+    fn apply(&mut self, effects: Effects) {
+        let n = self.config.nodes;
+        for a in 1..=n {
+            for b in a + 1..=n {
+                let want = (
+                    effects.cuts.contains(&(a, b)),
+                    effects.cuts.contains(&(b, a)),
+                );
+                let had = (
+                    self.applied.cuts.contains(&(a, b)),
+                    self.applied.cuts.contains(&(b, a)),
+                );
+                if want != had {
+                    self.set_link(a, b, want);
+                }
+                let flaky = effects.flaky.get(&(a, b));
+                if flaky != self.applied.flaky.get(&(a, b)) {
+                    let net = &self.config.net;
+                    let (fail_rate, latency_ms_max) = flaky
+                        .map_or((net.fail_rate, net.latency_ms_max), |f| {
+                            (f.fail_rate, f.latency_ms_max.max(net.latency_ms_min))
+                        });
+                    self.sim
+                        .set_link_fail_rate(host_name(a), host_name(b), fail_rate);
+                    self.sim.set_link_max_message_latency(
+                        host_name(a),
+                        host_name(b),
+                        Duration::from_millis(latency_ms_max),
+                    );
+                }
+            }
+        }
+        let crashed: Vec<u64> = effects
+            .down
+            .difference(&self.applied.down)
+            .copied()
+            .collect();
+        for node in crashed {
+            self.kill(node, false, &effects.cuts);
+        }
+        for node in self.applied.down.difference(&effects.down) {
+            self.sim.bounce(host_name(*node));
+        }
+        for (id, slot) in &self.slots {
+            slot.skew.set(effects.skew_ms.get(id).copied().unwrap_or(0));
+        }
+        self.applied = effects;
+    }
+
+    /// Sets the link between `a < b`: `(a→b cut, b→a cut)`.
+    fn set_link(&self, a: u64, b: u64, (ab, ba): (bool, bool)) {
+        let (ha, hb) = (host_name(a), host_name(b));
+        self.sim.repair(ha.as_str(), hb.as_str());
+        match (ab, ba) {
+            (true, true) => self.sim.partition(ha.as_str(), hb.as_str()),
+            (true, false) => self.sim.partition_oneway(ha.as_str(), hb.as_str()),
+            (false, true) => self.sim.partition_oneway(hb.as_str(), ha.as_str()),
+            (false, false) => {}
+        }
+    }
+
+    /// turmoil's random link failures overwrite a link's state (a one-way cut included) and
+    /// its random repair heals it: cuts on flaky links are therefore put back after each step.
+    fn reassert_cuts_on_flaky_links(&self) {
+        for &(a, b) in self.applied.flaky.keys() {
+            let want = (
+                self.applied.cuts.contains(&(a, b)),
+                self.applied.cuts.contains(&(b, a)),
+            );
+            if want != (false, false) {
+                self.set_link(a, b, want);
+            }
+        }
+    }
+
+    fn heal_and_settle(&mut self) -> Result<(), SimError> {
+        self.act(Action::HealAll);
+        self.figures.heal_at_ms = self.now_ms();
+        let drain_ms = self.config.drain_limit_ms;
+        self.run_until(drain_ms, 1, |e| e.in_flight.is_empty())?;
+        self.give_up_in_flight();
+        let recover_ms = self.config.recover_limit_ms;
+        self.run_until(recover_ms, 10, Engine::healthy)?;
+        self.figures.recovered_after_heal_ms = self
+            .healthy()
+            .then(|| self.now_ms() - self.figures.heal_at_ms);
+        self.retry_increments()?;
+        let converge_ms = self.config.converge_limit_ms;
+        self.run_until(converge_ms, CONVERGE_POLL_MS, Engine::converged)?;
+        self.figures.converged_after_heal_ms = self
+            .converged()
+            .then(|| self.now_ms() - self.figures.heal_at_ms);
+        let quiet_end_ms = self.now_ms() + self.config.quiet_ms;
+        while self.now_ms() < quiet_end_ms {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// Operations still in flight after the drain: the client gives up, outcome unknown.
+    fn give_up_in_flight(&mut self) {
+        let now_ns = self.now_ns();
+        for (_, flight) in std::mem::take(&mut self.in_flight) {
+            let op = flight.request.op.clone();
+            let done = Done {
+                outcome: Outcome::Indeterminate,
+                op,
+                error: Some("no answer before the run ended".into()),
+            };
+            self.record(flight, now_ns, done);
+        }
+    }
+
+    /// Retries every increment never acknowledged, with its request id, until each is (or
+    /// the rounds run out): afterwards each counter must equal the sum of its increments.
+    fn retry_increments(&mut self) -> Result<(), SimError> {
+        for _ in 0..self.config.retry_rounds {
+            let pending = self.unacknowledged_increments();
+            if pending.is_empty() {
+                break;
+            }
+            self.figures.retried += pending.len();
+            for (index, request) in pending.into_iter().enumerate() {
+                let node = 1 + index as u64 % self.config.nodes;
+                let process = self.next_process;
+                self.next_process += 1;
+                self.dispatch(node, process, request);
+            }
+            let drain_ms = self.config.drain_limit_ms;
+            self.run_until(drain_ms, 1, |e| e.in_flight.is_empty())?;
+            self.give_up_in_flight();
+        }
+        Ok(())
+    }
+
+    fn unacknowledged_increments(&self) -> Vec<Request> {
+        let mut acked: BTreeSet<&str> = BTreeSet::new();
+        let mut pending: BTreeMap<&str, Request> = BTreeMap::new();
+        for op in &self.history.ops {
+            let (Some(id), ApOp::Incr { .. } | ApOp::MapIncr { .. }) = (&op.request_id, &op.op)
+            else {
+                continue;
+            };
+            if op.outcome.is_ok() {
+                acked.insert(id);
+            } else if op.outcome.may_have_applied() {
+                pending.entry(id).or_insert_with(|| Request {
+                    bucket: op.bucket.clone(),
+                    key: op.key.clone(),
+                    op: op.op.clone(),
+                    request_id: Some(id.clone()),
+                    level: Some(isle_ap::Level::Quorum),
+                });
+            }
+        }
+        pending
+            .into_iter()
+            .filter(|(id, _)| !acked.contains(id))
+            .map(|(_, request)| request)
+            .collect()
+    }
+
+    /// Every `(bucket, key)` the workload touched.
+    fn keys(&self) -> BTreeSet<(String, String)> {
+        self.history
+            .ops
+            .iter()
+            .map(|op| (op.bucket.clone(), op.key.clone()))
+            .collect()
+    }
+
+    fn ring(&self) -> Ring {
+        let members: Vec<RingMember> = (1..=self.config.nodes)
+            .map(|id| RingMember {
+                id: NodeId(id),
+                zone: String::new(),
+            })
+            .collect();
+        Ring::new(
+            &members,
+            self.config.ap.vnodes,
+            self.config.ap.partition_bits,
+        )
+    }
+
+    /// Every node's own copy of every touched key, with whether it is a primary replica.
+    fn final_copies(&self) -> BTreeMap<String, Vec<FinalCopy>> {
+        let ring = self.ring();
+        let handles: BTreeMap<u64, Option<NodeHandle>> = (1..=self.config.nodes)
+            .map(|id| (id, self.live(id)))
+            .collect();
+        let mut finals = BTreeMap::new();
+        for (bucket, key) in self.keys() {
+            let n = self
+                .config
+                .ap
+                .buckets
+                .iter()
+                .find(|b| b.name == bucket)
+                .map_or(3, |b| b.n as usize);
+            let partition = ring.partition_of(key_hash(&bucket, key.as_bytes()));
+            let primaries = ring.preference(partition, n);
+            let copies = handles
+                .iter()
+                .map(|(&node, handle)| {
+                    let copy = handle
+                        .as_ref()
+                        .and_then(|h| h.ap.local(&bucket, key.as_bytes()).ok().flatten())
+                        .map(|(value, digest)| {
+                            (ApValue::from_value(&value), format!("{digest:032x}"))
+                        });
+                    FinalCopy {
+                        node,
+                        primary: primaries.contains(&NodeId(node)),
+                        copy,
+                    }
+                })
+                .collect();
+            finals.insert(format!("{bucket}/{key}"), copies);
+        }
+        finals
+    }
+
+    /// Whether every key's primary replicas hold the same copy.
+    fn converged(&self) -> bool {
+        self.final_copies().values().all(|copies| {
+            let mut digests = copies
+                .iter()
+                .filter(|c| c.primary)
+                .map(|c| c.copy.as_ref().map(|(_, digest)| digest));
+            let first = digests.next();
+            digests.all(|d| Some(d) == first)
+        })
+    }
+
+    fn finish(mut self) -> Run {
+        self.history.finals = self.final_copies();
+        self.figures.sim_ms = self.now_ms();
+        Run {
+            config: self.config,
+            history: self.history,
+            figures: self.figures,
+        }
+    }
+}
