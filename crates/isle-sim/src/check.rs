@@ -12,7 +12,10 @@
 //!   increment was retried to an acknowledgement, as the engine does after the heal);
 //! - **sets** (`s*`): every acknowledged add is there unless some remove of that member may
 //!   have applied, and nothing is there that was never added;
-//! - **reads** of `siblings` values returned only written values.
+//! - **reads** of `siblings` values returned only written values;
+//! - **one write, one sibling**: no copy holds a value twice among its siblings (every value
+//!   is written by one client request, so two siblings of it mean the request was applied as
+//!   two writes, and a delete that covered one of them leaves the other).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,6 +58,16 @@ pub fn check(history: &History) -> Vec<Violation> {
                 message,
             });
         };
+        for copy in copies.iter().filter(|c| !c.duplicates.is_empty()) {
+            found(
+                "one write, one sibling",
+                format!(
+                    "n{} holds {} as two siblings: one request applied twice",
+                    copy.node,
+                    copy.duplicates.join(", ")
+                ),
+            );
+        }
         let Some(value) = converged(copies, ops, &mut found) else {
             continue;
         };
@@ -394,6 +407,7 @@ mod tests {
                             node,
                             primary: true,
                             copy: Some((value.clone(), "d".repeat(32))),
+                            duplicates: Vec::new(),
                         })
                         .collect();
                     (key.to_string(), copies)

@@ -181,6 +181,33 @@ fn inert_cp() -> isle_node::cp::CpConfig {
     }
 }
 
+/// Plain values held as more than one sibling (more than one dot) in `store`'s copy of a
+/// key: each is one client write applied as two writes. Read from the stored object, since a
+/// read's value lists equal siblings once.
+fn duplicated_siblings(store: &RedbStore, bucket: &str, key: &str) -> Vec<String> {
+    let stored = store
+        .ap_store()
+        .object(&isle_ap::merkle::storage_key(bucket, key.as_bytes()));
+    let Some(Ok(isle_ap::Object::Siblings(set))) = stored
+        .ok()
+        .flatten()
+        .map(|bytes| isle_ap::Object::decode(&bytes))
+    else {
+        return Vec::new();
+    };
+    let mut seen = BTreeSet::new();
+    let mut duplicated = BTreeSet::new();
+    for (_, value) in set.siblings() {
+        if let Some(value) = value {
+            let text = String::from_utf8_lossy(value).into_owned();
+            if !seen.insert(text.clone()) {
+                duplicated.insert(text);
+            }
+        }
+    }
+    duplicated.into_iter().collect()
+}
+
 /// Turmoil's simulated wall clock as Unix ms (inside a host).
 fn sim_unix_ms() -> Result<u64, String> {
     let since = turmoil::since_epoch().ok_or("not inside a turmoil host")?;
@@ -832,16 +859,20 @@ impl Engine {
             let copies = handles
                 .iter()
                 .map(|(&node, handle)| {
-                    let copy = handle
+                    let local = handle
                         .as_ref()
-                        .and_then(|h| h.ap.local(&bucket, key.as_bytes()).ok().flatten())
-                        .map(|(value, digest)| {
-                            (ApValue::from_value(&value), format!("{digest:032x}"))
-                        });
+                        .and_then(|h| h.ap.local(&bucket, key.as_bytes()).ok().flatten());
                     FinalCopy {
                         node,
                         primary: primaries.contains(&NodeId(node)),
-                        copy,
+                        duplicates: self
+                            .slots
+                            .get(&node)
+                            .map(|slot| duplicated_siblings(&slot.store, &bucket, &key))
+                            .unwrap_or_default(),
+                        copy: local.map(|(value, digest)| {
+                            (ApValue::from_value(&value), format!("{digest:032x}"))
+                        }),
                     }
                 })
                 .collect();

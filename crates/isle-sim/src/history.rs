@@ -234,6 +234,9 @@ pub struct FinalCopy {
     pub primary: bool,
     /// Its value and digest; `None`: it holds no copy.
     pub copy: Option<(ApValue, String)>,
+    /// Values held as more than one sibling (one client write stored as two writes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<String>,
 }
 
 /// Everything a run recorded.

@@ -20,7 +20,8 @@
 //! - [`config`]: what a run is made of ([`SimConfig`]).
 //! - [`nemesis`]: the fault vocabulary ([`Nemesis`], [`Schedule`]), shared with the process engine.
 //! - [`workload`]: what the clients ask; [`client`]: how they ask a node.
-//! - [`history`]: what a run records; [`check`](mod@check): the AP promises checked on it.
+//! - [`history`]: what a run records; [`check`](mod@check): the AP promises checked on it;
+//!   [`chaos`]: the same run in `isle-chaos`'s format, and that crate's checkers on it.
 //! - [`engine`]: turmoil hosts, the harness, the phases of a run.
 //! - [`net`], [`clock`]: the seams the nodes run on (turmoil TCP, a skewable virtual clock).
 //!
@@ -31,6 +32,7 @@
 //! inert (never bootstrapped, Raft ticks beyond the run), because openraft draws its tick
 //! phase and election timeouts from an unseeded RNG.
 
+pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod clock;
@@ -46,4 +48,4 @@ pub use config::{NetConfig, SimConfig};
 pub use engine::{Figures, Run, SimError, run};
 pub use history::History;
 pub use nemesis::{Action, Effects, Nemesis, Schedule, Sides, Step};
-pub use workload::WorkloadConfig;
+pub use workload::{Mix, WorkloadConfig};

@@ -31,6 +31,45 @@ pub struct WorkloadConfig {
     pub keys_per_kind: u64,
     /// Percentage of mutations sent with `w = one` (the rest use `quorum`).
     pub write_one_percent: u64,
+    /// Relative weights of the operation kinds.
+    pub mix: Mix,
+}
+
+/// Relative weights of the operation kinds (0 leaves a kind out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mix {
+    /// Blind writes of `v*` values (`siblings`).
+    pub write: u64,
+    /// Read-then-delete of `v*` values.
+    pub delete: u64,
+    /// Writes of `l*` values (`lww`).
+    pub lww_write: u64,
+    /// Counter increments.
+    pub incr: u64,
+    /// Set adds.
+    pub set_add: u64,
+    /// Set removes (of members added before).
+    pub set_remove: u64,
+    /// Map field increments.
+    pub map_incr: u64,
+    /// Reads of any key.
+    pub read: u64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix {
+            write: 25,
+            delete: 5,
+            lww_write: 15,
+            incr: 15,
+            set_add: 12,
+            set_remove: 4,
+            map_incr: 8,
+            read: 16,
+        }
+    }
 }
 
 impl Default for WorkloadConfig {
@@ -40,6 +79,7 @@ impl Default for WorkloadConfig {
             think_ms_max: 60,
             keys_per_kind: 3,
             write_one_percent: 20,
+            mix: Mix::default(),
         }
     }
 }
@@ -68,18 +108,6 @@ pub struct Workload {
     next_unique: u64,
     added: BTreeMap<String, Vec<String>>,
 }
-
-/// Relative weights of the operation kinds.
-const MIX: [(Kind, u64); 8] = [
-    (Kind::Write, 25),
-    (Kind::Delete, 5),
-    (Kind::LwwWrite, 15),
-    (Kind::Incr, 15),
-    (Kind::SetAdd, 12),
-    (Kind::SetRemove, 4),
-    (Kind::MapIncr, 8),
-    (Kind::Read, 16),
-];
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -135,9 +163,20 @@ impl Workload {
     }
 
     fn kind(&mut self) -> Kind {
-        let total: u64 = MIX.iter().map(|(_, weight)| weight).sum();
+        let mix = &self.config.mix;
+        let weights = [
+            (Kind::Write, mix.write),
+            (Kind::Delete, mix.delete),
+            (Kind::LwwWrite, mix.lww_write),
+            (Kind::Incr, mix.incr),
+            (Kind::SetAdd, mix.set_add),
+            (Kind::SetRemove, mix.set_remove),
+            (Kind::MapIncr, mix.map_incr),
+            (Kind::Read, mix.read),
+        ];
+        let total: u64 = weights.iter().map(|(_, weight)| weight).sum();
         let mut draw = self.rng.below(total);
-        for (kind, weight) in MIX {
+        for (kind, weight) in weights {
             if draw < weight {
                 return kind;
             }

@@ -52,6 +52,19 @@ pub fn run_and_check(config: SimConfig, replay: &str) -> Checked {
         }
     };
     let mut violations = isle_sim::check(&run.history);
+    let verdict = isle_sim::chaos::convergence(&run);
+    for violation in &verdict.violations {
+        violations.push(Violation {
+            key: violation.key.clone().unwrap_or_default(),
+            rule: "isle-chaos convergence",
+            message: violation.to_string(),
+        });
+    }
+    let availability: Vec<String> = isle_sim::chaos::availability(&run)
+        .into_iter()
+        .filter(|row| row.group == "all")
+        .map(|row| format!("{}: {}/{} ok", row.window, row.ok, row.requests))
+        .collect();
     let figures = &run.figures;
     if figures.recovered_after_heal_ms.is_none() {
         violations.push(Violation {
@@ -65,8 +78,11 @@ pub fn run_and_check(config: SimConfig, replay: &str) -> Checked {
     }
     let (ok, fail, unknown) = run.history.outcome_counts();
     let line = format!(
-        "seed {seed}: {nodes} nodes, {nemeses}: {ok} ok / {fail} fail / {unknown} indeterminate; \
-         recovered {:?} ms, converged {:?} ms after heal; {} retried; sim {} ms, wall {:?}{}",
+        "seed {seed}: {nodes} nodes, {nemeses}: {ok} ok / {fail} fail / {unknown} indeterminate \
+         [{}]; isle-chaos {}; recovered {:?} ms, converged {:?} ms after heal; {} retried; sim {} \
+         ms, wall {:?}{}",
+        availability.join("; "),
+        verdict.status(),
         figures.recovered_after_heal_ms,
         figures.converged_after_heal_ms,
         figures.retried,

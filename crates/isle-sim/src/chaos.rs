@@ -1,0 +1,149 @@
+//! The run in `isle-chaos`'s terms — its history format (JSON lines), the final state of every
+//! primary replica — and that crate's checkers on it: AP convergence and merge rules, and
+//! availability per nemesis window and node.
+//!
+//! Keys are `bucket/key`; times are simulated nanoseconds; nodes are `n1`, `n2`, ...
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use isle_chaos::availability::{self, Availability, Window};
+use isle_chaos::convergence::{self, FinalState};
+use isle_chaos::history as chaos;
+use isle_chaos::{MergeRule, Verdict};
+
+use crate::engine::Run;
+use crate::history::{ApOp, ApValue, History, Operation, Outcome, Ret, Stamp};
+
+fn value(value: &ApValue) -> chaos::ApValue {
+    match value {
+        ApValue::Absent => chaos::ApValue::Absent,
+        ApValue::Values(values) => chaos::ApValue::Values(values.clone()),
+        ApValue::Counter(n) => chaos::ApValue::Counter(*n),
+        ApValue::Set(members) => chaos::ApValue::Set(members.clone()),
+        ApValue::Map(fields) => chaos::ApValue::Map(fields.clone()),
+    }
+}
+
+fn stamp(stamp: &Stamp) -> chaos::Stamp {
+    chaos::Stamp {
+        physical_ms: stamp.physical_ms,
+        logical: stamp.logical,
+        node: stamp.node,
+    }
+}
+
+fn operation(op: &Operation) -> chaos::Operation {
+    let what = match &op.op {
+        ApOp::Write { value } => chaos::Op::ApWrite {
+            bucket: op.bucket.clone(),
+            value: value.clone(),
+            covers: Vec::new(),
+            local: false,
+        },
+        ApOp::Delete { covers } => chaos::Op::ApDelete {
+            covers: covers.clone(),
+            local: false,
+        },
+        ApOp::Incr { by } => chaos::Op::Incr(*by),
+        ApOp::SetAdd { member } => chaos::Op::SetAdd(member.clone()),
+        ApOp::SetRemove { member } => chaos::Op::SetRemove(member.clone()),
+        ApOp::MapIncr { field, by } => chaos::Op::MapIncr {
+            field: field.clone(),
+            n: *by,
+        },
+        ApOp::Read => chaos::Op::ApRead,
+    };
+    let outcome = match &op.outcome {
+        Outcome::Ok(Ret::Ack) => chaos::Outcome::Ok(chaos::Ret::Ack),
+        Outcome::Ok(Ret::Stamp(s)) => chaos::Outcome::Ok(chaos::Ret::Stamp(stamp(s))),
+        Outcome::Ok(Ret::Read(v)) => chaos::Outcome::Ok(chaos::Ret::Ap(value(v))),
+        Outcome::Fail => chaos::Outcome::Fail,
+        Outcome::Indeterminate => chaos::Outcome::Indeterminate,
+    };
+    chaos::Operation {
+        process: op.process,
+        node: Some(format!("n{}", op.node)),
+        key: format!("{}/{}", op.bucket, op.key),
+        op: what,
+        request_id: op.request_id.clone(),
+        invoke: op.invoke_ns,
+        complete: op.complete_ns,
+        outcome,
+        error: op.error.clone(),
+    }
+}
+
+/// The history in `isle-chaos`'s format.
+pub fn history(history: &History) -> chaos::History {
+    history.ops.iter().map(operation).collect()
+}
+
+/// What every primary replica of every key held at the end (a primary with no copy reads as
+/// absent).
+pub fn final_state(history: &History) -> FinalState {
+    let mut state = FinalState::new();
+    for (key, copies) in &history.finals {
+        for copy in copies.iter().filter(|c| c.primary) {
+            let held = copy
+                .copy
+                .as_ref()
+                .map_or(chaos::ApValue::Absent, |(v, _)| value(v));
+            state.insert(key.clone(), format!("n{}", copy.node), held);
+        }
+    }
+    state
+}
+
+/// Each bucket's merge rule.
+pub fn rules(run: &Run) -> BTreeMap<String, MergeRule> {
+    run.config
+        .ap
+        .buckets
+        .iter()
+        .map(|bucket| {
+            let rule = match bucket.rule {
+                isle_ap::Rule::Siblings => MergeRule::Siblings,
+                isle_ap::Rule::Lww => MergeRule::Lww,
+            };
+            (bucket.name.clone(), rule)
+        })
+        .collect()
+}
+
+/// `isle-chaos`'s convergence checker on the run.
+pub fn convergence(run: &Run) -> Verdict {
+    convergence::check(
+        &history(&run.history),
+        &rules(run),
+        &final_state(&run.history),
+    )
+}
+
+/// Availability per nemesis window (each start to its stop, numbered in start order), per
+/// node, and after the final heal.
+pub fn availability(run: &Run) -> Vec<Availability> {
+    let mut windows = Vec::new();
+    let mut open: Vec<(usize, &crate::nemesis::Nemesis, u64)> = Vec::new();
+    let mut started = 0;
+    for event in &run.history.nemeses {
+        if event.start {
+            started += 1;
+            open.push((started, &event.nemesis, event.at_ns));
+        } else if let Some(index) = open.iter().position(|(_, n, _)| **n == event.nemesis) {
+            let (number, nemesis, from) = open.remove(index);
+            windows.push(Window::new(
+                format!("{number} {}", nemesis.name()),
+                from,
+                event.at_ns,
+            ));
+        }
+    }
+    let heal_ns = run.figures.heal_at_ms.saturating_mul(1_000_000);
+    let end_ns = run.figures.sim_ms.saturating_mul(1_000_000);
+    windows.push(Window::new("after heal", heal_ns, end_ns));
+    availability::figures(
+        &history(&run.history),
+        &windows,
+        &BTreeMap::<String, BTreeSet<String>>::new(),
+    )
+}
