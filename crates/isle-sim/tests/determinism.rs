@@ -2,6 +2,8 @@
 //! replica copies included. The two runs go on two threads at once (fresh thread-locals, half
 //! the wall time). `ISLE_SIM_SEED` picks the seed (default 3).
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use isle_sim::{Nemesis, Schedule, Sides, SimConfig};
 
 fn seed() -> u64 {
@@ -70,9 +72,14 @@ fn the_same_seed_gives_the_same_history_twice() {
             second.lines().nth(line).unwrap_or("<end>"),
         );
     }
+    // `DefaultHasher::new` has fixed keys: the fingerprint compares runs across processes and
+    // build profiles.
+    let mut hasher = DefaultHasher::new();
+    first.hash(&mut hasher);
     println!(
-        "  {} lines, {} bytes, identical",
+        "  {} lines, {} bytes, identical (fingerprint {:016x})",
         first.lines().count(),
-        first.len()
+        first.len(),
+        hasher.finish()
     );
 }
