@@ -2,6 +2,7 @@
 
 mod ap;
 mod bench;
+mod chaos;
 mod client;
 mod coord;
 mod fault;
@@ -68,6 +69,9 @@ enum Command {
     /// Benchmarks against a running cluster (or etcd).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The chaos lab: run a scenario (cluster, workload, nemesis schedule) and check the history.
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -106,6 +110,7 @@ fn main() -> std::process::ExitCode {
             Command::FenceCheck(args) => coord::fence_check(args).await,
             Command::Ap(command) => ap::run(command).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Chaos(command) => chaos::run(command).await,
             Command::Recover(args) => coord::recover(args).await,
         }
     });
