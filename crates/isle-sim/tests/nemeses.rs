@@ -18,7 +18,8 @@ fn run(seed: u64, nodes: u64, nemeses: Vec<Nemesis>) {
             .run_ms(4_000),
     );
     let checked = common::run_and_check(config, "cargo test -p isle-sim --test nemeses");
-    println!("{}", checked.line);
+    let history_bytes = checked.history.as_ref().map_or(0, String::len);
+    println!("{} ({history_bytes} bytes of history)", checked.line);
     for violation in &checked.violations {
         println!("  {violation}");
     }

@@ -42,13 +42,10 @@ fn sweep_one(seed: u64, twice: bool) -> (String, bool) {
     lines.extend(checked.violations.iter().map(|v| format!("  {v}")));
     let mut ok = checked.violations.is_empty();
     if twice {
-        let history = |config: SimConfig| {
-            isle_sim::run(config)
-                .ok()
-                .and_then(|run| run.history.to_json_lines().ok())
-        };
-        let (first, second) = (history(config.clone()), history(config));
-        if first.is_none() || first != second {
+        let again = isle_sim::run(config)
+            .ok()
+            .and_then(|run| run.history.to_json_lines().ok());
+        if checked.history.is_none() || checked.history != again {
             ok = false;
             lines.push(format!(
                 "  histories differ between two runs (replay: ISLE_SIM_TWICE=1 {replay})"

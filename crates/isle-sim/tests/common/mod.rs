@@ -24,6 +24,8 @@ pub struct Checked {
     pub line: String,
     /// Broken promises.
     pub violations: Vec<Violation>,
+    /// The history as JSON lines (`None` if the run failed).
+    pub history: Option<String>,
 }
 
 /// Runs `config`, checks its history and summarizes it; a run that cannot complete counts as a
@@ -48,6 +50,7 @@ pub fn run_and_check(config: SimConfig, replay: &str) -> Checked {
                     rule: "run completes",
                     message: err.to_string(),
                 }],
+                history: None,
             };
         }
     };
@@ -94,5 +97,9 @@ pub fn run_and_check(config: SimConfig, replay: &str) -> Checked {
             format!(" — {} VIOLATIONS (replay: {replay})", violations.len())
         },
     );
-    Checked { line, violations }
+    Checked {
+        line,
+        violations,
+        history: run.history.to_json_lines().ok(),
+    }
 }
