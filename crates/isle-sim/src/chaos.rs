@@ -40,9 +40,14 @@ fn operation(op: &Operation) -> chaos::Operation {
             covers: Vec::new(),
             local: false,
         },
-        ApOp::Delete { covers } => chaos::Op::ApDelete {
+        // A delete whose read was never seen may have covered anything written before it
+        // completed: what isle-chaos calls a local delete.
+        ApOp::Delete {
+            covers,
+            covers_unknown,
+        } => chaos::Op::ApDelete {
             covers: covers.clone(),
-            local: false,
+            local: *covers_unknown,
         },
         ApOp::Incr { by } => chaos::Op::Incr(*by),
         ApOp::SetAdd { member } => chaos::Op::SetAdd(member.clone()),

@@ -142,8 +142,22 @@ fn siblings(value: &ApValue, ops: &[&Operation], found: &mut impl FnMut(&'static
                     acked.insert(value.clone());
                 }
             }
-            (ApOp::Delete { covers }, Outcome::Ok(_)) => deleted.extend(covers.iter().cloned()),
-            (ApOp::Delete { covers }, Outcome::Indeterminate) => {
+            (
+                ApOp::Delete {
+                    covers_unknown: true,
+                    ..
+                },
+                Outcome::Indeterminate,
+            ) => {
+                // Its read answered before the client was cut off: it may cover any value
+                // whose write began before then.
+                maybe_deleted.extend(ops.iter().filter_map(|w| match &w.op {
+                    ApOp::Write { value } if w.invoke_ns <= op.complete_ns => Some(value.clone()),
+                    _ => None,
+                }));
+            }
+            (ApOp::Delete { covers, .. }, Outcome::Ok(_)) => deleted.extend(covers.iter().cloned()),
+            (ApOp::Delete { covers, .. }, Outcome::Indeterminate) => {
                 maybe_deleted.extend(covers.iter().cloned())
             }
             (ApOp::Read, Outcome::Ok(Ret::Read(read))) => {
@@ -440,6 +454,7 @@ mod tests {
                 "v0",
                 ApOp::Delete {
                     covers: vec!["w1".into()],
+                    covers_unknown: false,
                 },
                 ack(),
             ),
@@ -452,6 +467,28 @@ mod tests {
         assert_eq!(rules(&resurrected), vec!["deleted stays deleted"]);
         let phantom = history(ops, vec![("siblings/v0", values(&["w2", "zz"]))]);
         assert_eq!(rules(&phantom), vec!["no phantom value"]);
+    }
+
+    #[test]
+    fn a_delete_cut_off_before_its_read_may_have_covered_earlier_writes_only() {
+        let mut early = op("v0", write("w1"), ack());
+        early.invoke_ns = 10;
+        let mut late = op("v0", write("w2"), ack());
+        late.invoke_ns = 200;
+        let mut cut = op(
+            "v0",
+            ApOp::Delete {
+                covers: Vec::new(),
+                covers_unknown: true,
+            },
+            Outcome::Indeterminate,
+        );
+        (cut.invoke_ns, cut.complete_ns) = (50, 100);
+        let ops = vec![early, late, cut];
+        let w1_gone = history(ops.clone(), vec![("siblings/v0", values(&["w2"]))]);
+        assert!(check(&w1_gone).is_empty(), "{:?}", check(&w1_gone));
+        let w2_gone = history(ops, vec![("siblings/v0", values(&["w1"]))]);
+        assert_eq!(rules(&w2_gone), vec!["no lost write"]);
     }
 
     #[test]

@@ -71,7 +71,10 @@ pub async fn execute(ap: &Ap, request: Request) -> Done {
                 .values()
                 .into_iter()
                 .collect();
-            let op = ApOp::Delete { covers };
+            let op = ApOp::Delete {
+                covers,
+                covers_unknown: false,
+            };
             let node_op = Op::Delete {
                 context: WriteContext::Observed(read.context),
             };

@@ -638,7 +638,7 @@ impl Engine {
         for job in cut_off {
             if let Some(flight) = self.in_flight.remove(&job) {
                 let process = flight.process;
-                let op = flight.request.op.clone();
+                let op = flight.request.op.clone().cut_off();
                 let done = Done {
                     outcome: Outcome::Indeterminate,
                     op,
@@ -757,7 +757,7 @@ impl Engine {
     fn give_up_in_flight(&mut self) {
         let now_ns = self.now_ns();
         for (_, flight) in std::mem::take(&mut self.in_flight) {
-            let op = flight.request.op.clone();
+            let op = flight.request.op.clone().cut_off();
             let done = Done {
                 outcome: Outcome::Indeterminate,
                 op,

@@ -114,6 +114,10 @@ pub enum ApOp {
         /// The values the read returned (the delete's context covers them); filled in when the
         /// read has answered.
         covers: Vec<String>,
+        /// The client was cut off (crash, end of run) before learning what its read returned:
+        /// the delete may have covered any value written before it completed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        covers_unknown: bool,
     },
     /// Add `by` to a counter (idempotent by the operation's request id).
     Incr {
@@ -142,6 +146,18 @@ pub enum ApOp {
 }
 
 impl ApOp {
+    /// The operation as recorded when its client was cut off before the answer: a delete's
+    /// covered values are then unknown.
+    pub fn cut_off(self) -> ApOp {
+        match self {
+            ApOp::Delete { covers, .. } => ApOp::Delete {
+                covers,
+                covers_unknown: true,
+            },
+            other => other,
+        }
+    }
+
     /// Whether the operation may change state.
     pub fn is_mutation(&self) -> bool {
         !matches!(self, ApOp::Read)

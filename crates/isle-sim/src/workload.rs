@@ -201,7 +201,14 @@ impl Workload {
                 let value = self.unique("w");
                 plain(SIBLINGS, key, ApOp::Write { value })
             }
-            Kind::Delete => plain(SIBLINGS, self.key("v"), ApOp::Delete { covers: Vec::new() }),
+            Kind::Delete => plain(
+                SIBLINGS,
+                self.key("v"),
+                ApOp::Delete {
+                    covers: Vec::new(),
+                    covers_unknown: false,
+                },
+            ),
             Kind::LwwWrite => {
                 let key = self.key("l");
                 let value = self.unique("w");
