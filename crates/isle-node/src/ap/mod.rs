@@ -657,22 +657,30 @@ impl Ap {
             return self.coordinate(bucket, key, op, options).await;
         }
         let reachable = self.reachable();
-        let mut last = String::new();
-        for &owner in preferred.iter().filter(|n| reachable.contains(n)) {
+        if let Some(&owner) = preferred.iter().find(|n| reachable.contains(n)) {
             let request = ApRequest::Coordinate {
                 bucket: bucket.to_string(),
                 key: key.to_vec(),
                 op: op.clone(),
                 options: options.clone(),
             };
-            match self.call(owner, request).await {
-                Ok(ApReply::Coordinated(result)) => return result,
-                Ok(other) => last = unexpected(&other).to_string(),
-                // The forward itself failed: the write may or may not have happened there;
-                // trying the next primary is safe because every operation merges (a retried
-                // non-idempotent increment needs a request id, as documented).
-                Err(err) => last = err.to_string(),
-            }
+            // One forward only: if it fails, the primary may still have applied the write (the
+            // request arrived, the answer was lost). Trying the next primary would apply it a
+            // second time — as a second sibling, or a second increment — so the client gets an
+            // indeterminate answer and decides (found by the simulator, seed 132).
+            return match self.call(owner, request).await {
+                Ok(ApReply::Coordinated(result)) => result,
+                Ok(other) => Err(unexpected(&other)),
+                Err(err) => Err(ApError::Unavailable {
+                    answered: 0,
+                    asked: 1,
+                    needed: 1,
+                    level: options.w.to_string(),
+                    detail: format!(
+                        "forwarded to primary {owner}, which did not answer ({err}); it may have applied the write"
+                    ),
+                }),
+            };
         }
         if options.strict {
             let needed = isle_ap::Tally::new(
@@ -690,11 +698,7 @@ impl Ap {
                 asked: u32::try_from(preferred.len()).unwrap_or(u32::MAX),
                 needed,
                 level: options.w.to_string(),
-                detail: if last.is_empty() {
-                    "no primary replica reachable from this node (strict)".into()
-                } else {
-                    last
-                },
+                detail: "no primary replica reachable from this node (strict)".into(),
             });
         }
         self.coordinate(bucket, key, op, options).await
