@@ -30,8 +30,8 @@ use isle_ap::level::{TallyState, Target as TallyTarget};
 use isle_ap::merkle::storage_key;
 use isle_ap::ring::RingMember;
 use isle_ap::{
-    ApError, BucketInfo, Hlc, Object, Op, ReadOptions, ReadReply, Replicas, Ring, Rule, Tally,
-    WriteOptions, WriteReply, key_hash,
+    ApError, BucketInfo, Hlc, Level, Object, Op, ReadOptions, ReadReply, Replicas, Ring, Rule,
+    Tally, WriteOptions, WriteReply, key_hash,
 };
 use isle_env::Clock;
 use isle_storage::{ApStore, RedbStore};
@@ -452,30 +452,13 @@ impl Ap {
                 () = &mut deadline => break,
             }
         }
-        let replicas = Replicas {
-            answered: tally.acked(),
-            asked: tally.asked(),
-            needed: tally.needed(),
-            level: options.r.to_string(),
-            fallbacks,
-        };
-        if tally.state() != TallyState::Met {
-            return Err(ApError::Unavailable {
-                answered: replicas.answered,
-                asked: replicas.asked,
-                needed: replicas.needed,
-                level: replicas.level,
-                detail: if failure.is_empty() {
-                    format!(
-                        "{} of {} replicas reachable",
-                        reachable.iter().filter(|n| preferred.contains(n)).count(),
-                        preferred.len()
-                    )
-                } else {
-                    failure
-                },
-            });
-        }
+        let replicas = outcome(&tally, &options.r, fallbacks, failure, || {
+            format!(
+                "{} of {} replicas reachable",
+                reachable.iter().filter(|n| preferred.contains(n)).count(),
+                preferred.len()
+            )
+        })?;
         let reply = ReadReply {
             value: merged
                 .as_ref()
@@ -809,26 +792,9 @@ impl Ap {
                 () = &mut deadline => break,
             }
         }
-        let replicas = Replicas {
-            answered: tally.acked(),
-            asked: tally.asked(),
-            needed: tally.needed(),
-            level: options.w.to_string(),
-            fallbacks,
-        };
-        if tally.state() != TallyState::Met {
-            return Err(ApError::Unavailable {
-                answered: replicas.answered,
-                asked: replicas.asked,
-                needed: replicas.needed,
-                level: replicas.level,
-                detail: if failure.is_empty() {
-                    "replicas unreachable or too slow".into()
-                } else {
-                    failure
-                },
-            });
-        }
+        let replicas = outcome(&tally, &options.w, fallbacks, failure, || {
+            "replicas unreachable or too slow".into()
+        })?;
         Ok(WriteReply {
             value: object.value(),
             context: object.context(),
@@ -924,6 +890,38 @@ pub struct ApStatus {
     pub hints_by_owner: Vec<(u64, u64)>,
     /// Whether the last anti-entropy round found this node's replicas equal to their peers'.
     pub replicas_in_sync: bool,
+}
+
+/// Who took part in a request, or `Unavailable` if its level was not met (`failure`: the last
+/// replica error seen, else `otherwise()`).
+fn outcome(
+    tally: &Tally,
+    level: &Level,
+    fallbacks: u32,
+    failure: String,
+    otherwise: impl FnOnce() -> String,
+) -> Result<Replicas, ApError> {
+    let replicas = Replicas {
+        answered: tally.acked(),
+        asked: tally.asked(),
+        needed: tally.needed(),
+        level: level.to_string(),
+        fallbacks,
+    };
+    if tally.state() == TallyState::Met {
+        return Ok(replicas);
+    }
+    Err(ApError::Unavailable {
+        answered: replicas.answered,
+        asked: replicas.asked,
+        needed: replicas.needed,
+        level: replicas.level,
+        detail: if failure.is_empty() {
+            otherwise()
+        } else {
+            failure
+        },
+    })
 }
 
 fn merge_into(merged: &mut Option<Object>, object: Option<Object>) {
