@@ -126,6 +126,28 @@ pub enum Nemesis {
         /// The skew, ms.
         skew_ms: i64,
     },
+    /// The node's process is frozen (SIGSTOP; stopping the nemesis sends SIGCONT): it neither
+    /// sends nor handles anything, its peers' messages wait in its socket buffers and are all
+    /// handled at once when it resumes — the zombie leader who wakes up believing it still
+    /// leads. A simulation cannot freeze a host; see the engine for what it does instead.
+    Pause {
+        /// The node.
+        node: u64,
+    },
+    /// Frames on every link of `nodes` are corrupted with probability `rate` (a bit flipped
+    /// after the checksum, so the receiver must reject them).
+    Corrupt {
+        /// The nodes whose links corrupt frames.
+        nodes: Vec<u64>,
+        /// Probability that one frame is corrupted, in `[0, 1]`.
+        rate: f64,
+    },
+    /// The node is removed from the CP voters (a membership change through the CP keyspace's
+    /// membership API); stopping the nemesis adds it back.
+    Membership {
+        /// The node.
+        node: u64,
+    },
 }
 
 /// A flaky link's settings.
@@ -148,6 +170,12 @@ pub struct Effects {
     pub down: BTreeSet<u64>,
     /// Wall-clock skew by node, ms.
     pub skew_ms: BTreeMap<u64, i64>,
+    /// Nodes whose process is frozen.
+    pub paused: BTreeSet<u64>,
+    /// Frame corruption probability on every link of a node, by node (the highest asked).
+    pub corrupt: BTreeMap<u64, f64>,
+    /// Nodes removed from the CP voters.
+    pub removed: BTreeSet<u64>,
 }
 
 impl Effects {
@@ -160,9 +188,13 @@ impl Effects {
         effects
     }
 
-    /// Whether `from` can send to `to` (both up and the link not cut).
+    /// Whether `from` can send to `to` now (both up and running, the link not cut). A
+    /// paused node's messages are held, not lost: they arrive when it resumes.
     pub fn delivers(&self, from: u64, to: u64) -> bool {
-        !self.cuts.contains(&(from, to)) && !self.down.contains(&from) && !self.down.contains(&to)
+        !self.cuts.contains(&(from, to))
+            && ![from, to]
+                .iter()
+                .any(|id| self.down.contains(id) || self.paused.contains(id))
     }
 }
 
@@ -184,6 +216,9 @@ impl Nemesis {
             Nemesis::Crash { .. } => "crash",
             Nemesis::Restart { .. } => "restart",
             Nemesis::ClockSkew { .. } => "clock-skew",
+            Nemesis::Pause { .. } => "pause",
+            Nemesis::Corrupt { .. } => "corrupt",
+            Nemesis::Membership { .. } => "membership",
         }
     }
 
@@ -268,13 +303,34 @@ impl Nemesis {
             Nemesis::ClockSkew { node, skew_ms } => {
                 *effects.skew_ms.entry(*node).or_insert(0) += skew_ms;
             }
+            Nemesis::Pause { node } => {
+                if all.contains(node) {
+                    effects.paused.insert(*node);
+                }
+            }
+            Nemesis::Corrupt { nodes, rate } => {
+                let rate = if rate.is_nan() {
+                    0.0
+                } else {
+                    rate.clamp(0.0, 1.0)
+                };
+                for &node in nodes.iter().filter(|id| all.contains(id)) {
+                    let entry = effects.corrupt.entry(node).or_insert(rate);
+                    *entry = entry.max(rate);
+                }
+            }
+            Nemesis::Membership { node } => {
+                if all.contains(node) {
+                    effects.removed.insert(*node);
+                }
+            }
         }
     }
 
     /// A random nemesis for a cluster of `n` nodes, drawn from the whole vocabulary.
     pub fn random(rng: &mut impl Random, n: u64) -> Nemesis {
         let node = 1 + rng.below(n);
-        match rng.below(11) {
+        match rng.below(KINDS) {
             0 => Nemesis::Partition {
                 sides: Sides::One(node),
             },
@@ -302,13 +358,22 @@ impl Nemesis {
             },
             8 => Nemesis::Crash { node },
             9 => Nemesis::Restart { node },
-            _ => Nemesis::ClockSkew {
+            10 => Nemesis::ClockSkew {
                 node,
                 skew_ms: [-30_000, -500, 500, 30_000][rng.below(4) as usize],
             },
+            11 => Nemesis::Pause { node },
+            12 => Nemesis::Corrupt {
+                nodes: vec![node],
+                rate: [0.01, 0.1, 0.5][rng.below(3) as usize],
+            },
+            _ => Nemesis::Membership { node },
         }
     }
 }
+
+/// How many kinds of nemesis [`Nemesis::random`] draws from.
+const KINDS: u64 = 14;
 
 /// `(to, from)` pairs that node `to` does not hear in a majorities ring of `n` nodes.
 fn majorities_ring(n: u64) -> Vec<(u64, u64)> {
@@ -505,6 +570,51 @@ mod tests {
         assert!(effects.delivers(2, 1) && !effects.delivers(1, 2));
         assert_eq!(effects.down, ids(&[3]));
         assert!(!effects.delivers(2, 3));
+    }
+
+    #[test]
+    fn pause_corrupt_and_membership_have_their_own_effects() {
+        let pause = Nemesis::Pause { node: 2 };
+        let corrupt = Nemesis::Corrupt {
+            nodes: vec![1, 3, 9],
+            rate: 0.1,
+        };
+        let more = Nemesis::Corrupt {
+            nodes: vec![3],
+            rate: 0.5,
+        };
+        let member = Nemesis::Membership { node: 3 };
+        let effects = Effects::of([&pause, &corrupt, &more, &member], 3);
+        assert_eq!(effects.paused, ids(&[2]));
+        assert_eq!(effects.corrupt, BTreeMap::from([(1, 0.1), (3, 0.5)]));
+        assert_eq!(effects.removed, ids(&[3]));
+        assert!(effects.cuts.is_empty() && effects.down.is_empty());
+        assert!(!effects.delivers(1, 2) && !effects.delivers(2, 3));
+        assert!(effects.delivers(1, 3));
+        for (nemesis, json) in [
+            (pause, r#"{"kind":"pause","node":2}"#),
+            (
+                Nemesis::Corrupt {
+                    nodes: vec![1],
+                    rate: 0.5,
+                },
+                r#"{"kind":"corrupt","nodes":[1],"rate":0.5}"#,
+            ),
+            (member, r#"{"kind":"membership","node":3}"#),
+        ] {
+            assert_eq!(serde_json::to_string(&nemesis).expect("serialize"), json);
+            let back: Nemesis = serde_json::from_str(json).expect("deserialize");
+            assert_eq!(back, nemesis);
+        }
+    }
+
+    #[test]
+    fn random_nemeses_cover_the_whole_vocabulary() {
+        let mut rng = isle_env::SeededRandom::new(3);
+        let names: BTreeSet<&str> = (0..2_000)
+            .map(|_| Nemesis::random(&mut rng, 5).name())
+            .collect();
+        assert_eq!(names.len(), 12, "{names:?}");
     }
 
     #[test]
