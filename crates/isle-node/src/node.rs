@@ -199,6 +199,7 @@ pub async fn start_with<N: Network>(
     let cp = Cp::start(
         config.id,
         config.cp.clone(),
+        isle_env::Random::next_u64(&mut env.rng),
         &env.store,
         Arc::clone(&rpc),
         env.clock.clone(),

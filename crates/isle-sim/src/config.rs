@@ -4,6 +4,7 @@
 use isle_ap::{BucketInfo, Rule};
 use isle_env::{Random, SeededRandom};
 use isle_node::ap::ApConfig;
+use isle_node::cp::CpConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::nemesis::Schedule;
@@ -49,6 +50,9 @@ pub struct SimConfig {
     pub net: NetConfig,
     /// The nodes' AP keyspace settings (buckets, anti-entropy and hint intervals, timeouts).
     pub ap: ApConfig,
+    /// The nodes' CP keyspace settings (Raft timings, request timeout); `bootstrap_expect` is
+    /// always the cluster size.
+    pub cp: CpConfig,
     /// The clients.
     pub workload: WorkloadConfig,
     /// Nemeses, in ms after the workload starts.
@@ -76,6 +80,7 @@ impl Default for SimConfig {
             nodes: 3,
             net: NetConfig::default(),
             ap: sim_ap_config(3),
+            cp: sim_cp_config(),
             workload: WorkloadConfig::default(),
             schedule: Schedule::default(),
             run_ms: 6_000,
@@ -111,6 +116,15 @@ pub fn sim_ap_config(nodes: u64) -> ApConfig {
         hint_interval_ms: 200,
         aae_interval_ms: 500,
         ..ApConfig::default()
+    }
+}
+
+/// CP settings for simulation: the production Raft timings, a shorter request timeout (so a
+/// client cut off in a minority gives up within a run).
+pub fn sim_cp_config() -> CpConfig {
+    CpConfig {
+        request_timeout_ms: 2_000,
+        ..CpConfig::default()
     }
 }
 

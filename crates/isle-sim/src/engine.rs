@@ -156,28 +156,12 @@ fn node_config(config: &SimConfig, id: u64) -> NodeConfig {
         quorum_policy: Default::default(),
         detection: Default::default(),
         transport: Default::default(),
-        cp: inert_cp(),
+        cp: isle_node::cp::CpConfig {
+            // Every node expects the whole cluster; the lowest id forms the group.
+            bootstrap_expect: Some(usize::try_from(config.nodes).unwrap_or(usize::MAX)),
+            ..config.cp.clone()
+        },
         ap: config.ap.clone(),
-    }
-}
-
-/// Raft timings so long that openraft's tick never fires within a run.
-const INERT_RAFT_HEARTBEAT_MS: u64 = 1_000_000_000;
-
-/// The CP keyspace as this slice runs it: started (the node code is unchanged) but never
-/// bootstrapped, and with Raft timings beyond any run. openraft draws its tick phase and
-/// election timeouts from an unseeded thread RNG (`rand::rng()` in its tokio runtime); with
-/// the default 100 ms heartbeat its tick task (every 20 ms, random phase) adds task polls at
-/// random moments, which shifts the tokio scheduler's interleaving and makes runs diverge
-/// even though Raft itself does nothing. With the tick pushed past the run, the only
-/// openraft randomness is drawn but never acted on.
-fn inert_cp() -> isle_node::cp::CpConfig {
-    isle_node::cp::CpConfig {
-        bootstrap_expect: None,
-        heartbeat_ms: INERT_RAFT_HEARTBEAT_MS,
-        election_timeout_min_ms: 2 * INERT_RAFT_HEARTBEAT_MS,
-        election_timeout_max_ms: 3 * INERT_RAFT_HEARTBEAT_MS,
-        ..Default::default()
     }
 }
 
@@ -452,16 +436,42 @@ impl Engine {
         })
     }
 
+    /// Whether every node knows the same CP leader, whose group holds every node as a voter.
+    fn cp_ready(&self) -> bool {
+        let all: Vec<u64> = (1..=self.config.nodes).collect();
+        let mut leaders = BTreeSet::new();
+        for id in &all {
+            let Some(handle) = self.live(*id) else {
+                return false;
+            };
+            let raft = handle.cp.raft_status();
+            if raft.voters != all {
+                return false;
+            }
+            leaders.insert(raft.leader);
+        }
+        leaders.len() == 1 && leaders.first().is_some_and(Option::is_some)
+    }
+
     fn describe(&self) -> String {
-        let line = |(id, status): (u64, Option<Arc<Status>>)| match status {
-            Some(s) => format!(
-                "  n{id}: {} quorum={} reachable={:?} partition={:?}",
-                s.state, s.quorum.held, s.reachable, s.partition
-            ),
-            None => format!("  n{id}: not running"),
+        let line = |id: u64| match (self.live(id), self.statuses().remove(&id).flatten()) {
+            (Some(handle), Some(s)) => {
+                let raft = handle.cp.raft_status();
+                format!(
+                    "  n{id}: {} quorum={} reachable={:?} partition={:?} raft: {} term {} leader {:?} voters {:?}",
+                    s.state,
+                    s.quorum.held,
+                    s.reachable,
+                    s.partition,
+                    raft.role,
+                    raft.term,
+                    raft.leader,
+                    raft.voters
+                )
+            }
+            _ => format!("  n{id}: not running"),
         };
-        self.statuses()
-            .into_iter()
+        (1..=self.config.nodes)
             .map(line)
             .collect::<Vec<_>>()
             .join("\n")
@@ -493,7 +503,10 @@ impl Engine {
 
     fn boot(&mut self) -> Result<(), SimError> {
         let limit_ms = self.config.boot_limit_ms;
-        if self.run_until(limit_ms, 1, Engine::healthy)?.is_none() {
+        if self
+            .run_until(limit_ms, 1, |e| e.healthy() && e.cp_ready())?
+            .is_none()
+        {
             return Err(SimError::Boot {
                 seed: self.config.seed,
                 limit_ms,

@@ -12,4 +12,4 @@ pub use network::{
     CpNetwork, CpNetworkFactory, RaftReply, RaftRequest, RaftRpc, RpcFailure, RpcFuture, serve,
 };
 pub use state_machine::{CpStateMachine, Replica, SharedState, SnapshotStore, StoredSnapshot};
-pub use types::{Applied, CpRaft, CpTypes, Proposal};
+pub use types::{Applied, CpRaft, CpRuntime, CpTypes, Proposal, seeded};

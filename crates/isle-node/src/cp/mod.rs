@@ -301,10 +301,13 @@ fn raft_config(config: &CpConfig) -> Result<openraft::Config, String> {
 }
 
 impl Cp {
-    /// Opens the replica from the store and starts Raft; spawns the bootstrap task.
+    /// Opens the replica from the store and starts Raft, its RNG seeded by `raft_seed` (from
+    /// the node's RNG: the OS in production, the run's seed in simulation); spawns the
+    /// bootstrap task.
     pub async fn start(
         me: NodeId,
         config: CpConfig,
+        raft_seed: u64,
         store: &RedbStore,
         rpc: Arc<PeerRpc>,
         clock: Arc<dyn Clock>,
@@ -318,12 +321,15 @@ impl Cp {
         let state = machine.shared();
         let network =
             CpNetworkFactory::new(Arc::new(RaftLink(Arc::clone(&rpc))) as Arc<dyn RaftRpc>);
-        let raft = CpRaft::new(
-            me.0,
-            Arc::new(raft_config(&config)?),
-            network,
-            store.raft_log_store::<CpTypes>(),
-            machine,
+        let raft = isle_cp::raft::seeded(
+            raft_seed,
+            CpRaft::new(
+                me.0,
+                Arc::new(raft_config(&config)?),
+                network,
+                store.raft_log_store::<CpTypes>(),
+                machine,
+            ),
         )
         .await
         .map_err(|e| format!("starting Raft: {e}"))?;

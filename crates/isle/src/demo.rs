@@ -1,0 +1,1630 @@
+//! `isle demo`: the flooded-bridge story on five real `isle node` processes.
+//!
+//! East Isle (nodes 1, 2, 3) and West Isle (nodes 4, 5) share one bridge. The demo starts the
+//! nodes, floods the bridge (a 3|2 split through each node's transport fault layer), pauses a
+//! leader into a zombie, reopens the bridge, and narrates what the nodes *answered* at each step:
+//! every outcome printed comes from an HTTP answer or a status read, every time is measured. With
+//! `--json`, the same steps are one JSON event per line on stdout (for tools and the test).
+//!
+//! The acts run in this order: calm, flood, bridge reopens, zombie, summary. The zombie comes
+//! after the heal on purpose: with the bridge down East holds exactly 3 of 5 votes, so pausing
+//! East's leader would leave no majority anywhere and no successor could be elected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+/// Flags of `isle demo`.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Wait for Enter between acts.
+    #[arg(long)]
+    step: bool,
+    /// One JSON event per line on stdout instead of the narration.
+    #[arg(long)]
+    json: bool,
+    /// Keep the nodes (and the dashboard) running after the story until Ctrl-C, and keep the
+    /// data directory afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Node i listens for peers on BASE+i and for HTTP (API and dashboard) on BASE+1000+i.
+    #[arg(long, default_value_t = 7400)]
+    base_port: u16,
+    /// Directory for the nodes' data and logs (default: a new directory under the system's
+    /// temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+impl Default for DemoArgs {
+    fn default() -> Self {
+        DemoArgs {
+            step: false,
+            json: false,
+            keep: false,
+            base_port: 7400,
+            dir: None,
+        }
+    }
+}
+
+/// East Isle.
+const EAST: [u64; 3] = [1, 2, 3];
+/// West Isle.
+const WEST: [u64; 2] = [4, 5];
+/// A CP client waits longer than a node's own bound, so the node's typed answer is what we see.
+const CP_TIMEOUT: Duration = Duration::from_secs(12);
+/// Limit for any one wait of the story; a healthy run needs a fraction of it.
+const WAIT_LIMIT: Duration = Duration::from_secs(40);
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(50);
+
+fn side_of(id: u64) -> &'static str {
+    if EAST.contains(&id) { "East" } else { "West" }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes.
+
+/// One node process of the demo.
+struct DemoNode {
+    id: u64,
+    peer: String,
+    http: String,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl DemoNode {
+    fn pid(&self) -> Option<i32> {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .and_then(|p| i32::try_from(p).ok())
+    }
+}
+
+/// Sends `signal` to `pid` (SIGSTOP, SIGCONT, SIGTERM).
+#[allow(unsafe_code)]
+fn send_signal(pid: i32, signal: libc::c_int) -> anyhow::Result<()> {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own unreaped child.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc != 0 {
+        bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn plan(args: &DemoArgs, dir: &Path) -> anyhow::Result<Vec<DemoNode>> {
+    let mut nodes = Vec::new();
+    for id in 1..=5u16 {
+        let (Some(peer), Some(http)) = (
+            args.base_port.checked_add(id),
+            args.base_port.checked_add(1000 + id),
+        ) else {
+            bail!("--base-port {} is too high", args.base_port);
+        };
+        for port in [peer, http] {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                bail!(
+                    "port {port} is in use (another demo or `isle local`?): stop it or pass \
+                     another --base-port"
+                );
+            }
+        }
+        nodes.push(DemoNode {
+            id: u64::from(id),
+            peer: format!("127.0.0.1:{peer}"),
+            http: format!("127.0.0.1:{http}"),
+            data_dir: dir.join(format!("n{id}")),
+            child: None,
+        });
+    }
+    Ok(nodes)
+}
+
+fn spawn(nodes: &[DemoNode], index: usize, dir: &Path) -> anyhow::Result<Child> {
+    let node = &nodes[index];
+    let exe = std::env::current_exe().context("locating the isle binary")?;
+    std::fs::create_dir_all(&node.data_dir)
+        .with_context(|| format!("creating {}", node.data_dir.display()))?;
+    let log_path = dir.join(format!("n{}.log", node.id));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let peers: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.id != node.id)
+        .map(|n| n.peer.as_str())
+        .collect();
+    // The fencing (STONITH) hook a new CP leader runs against the previous one. Here it only
+    // records what it would do: the zombie must live on to show that fencing tokens alone keep
+    // its late write out. `isle local --stonith` shows the hook that kills.
+    let fence_log = dir.join("stonith.log");
+    let fence = format!(
+        "echo \"$(date +%H:%M:%S.%N | cut -c1-12) STONITH requested against node {{node}} (pid \
+         $(cat '{}/n{{node}}/isle.pid')): the demo's hook records it; a real one would power \
+         the machine off\" >> '{}'",
+        dir.display(),
+        fence_log.display()
+    );
+    let zone = if EAST.contains(&node.id) {
+        "east"
+    } else {
+        "west"
+    };
+    let mut command = Command::new(exe);
+    command
+        .arg("node")
+        .args(["--id", &node.id.to_string()])
+        .args(["--listen", &node.peer, "--http", &node.http])
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .args(["--peers", &peers.join(",")])
+        .args(["--bootstrap-expect", "5", "--zone", zone])
+        .arg("--allow-fault-injection")
+        .args(["--aae-interval-ms", "1000", "--hint-interval-ms", "300"])
+        .args(["--fence-command", &fence])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Own process group: Ctrl-C reaches the demo, which then stops the nodes itself.
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+        .spawn()
+        .with_context(|| format!("starting node {}", node.id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+/// Where the story goes: narration for people, or JSON events for tools.
+struct Out {
+    json: bool,
+    tty: bool,
+    start: Instant,
+    /// Whether a progress line is on screen (to be cleared before the next line).
+    progress_shown: bool,
+}
+
+impl Out {
+    fn say(&mut self, text: impl AsRef<str>) {
+        if self.json {
+            return;
+        }
+        self.clear_progress();
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (e.g. `| head`) must not stop the story before the nodes are stopped.
+        let _ = writeln!(stdout, "{}", text.as_ref());
+        let _ = stdout.flush();
+    }
+
+    /// One event: for `--json`, a line on stdout.
+    fn event(&mut self, act: u32, name: &str, mut fields: Value) {
+        if !self.json {
+            return;
+        }
+        if let Value::Object(map) = &mut fields {
+            map.insert("act".into(), json!(act));
+            map.insert("event".into(), json!(name));
+            map.insert("at_ms".into(), json!(ms(self.start.elapsed())));
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{fields}");
+        let _ = stdout.flush();
+    }
+
+    fn progress(&mut self, what: &str, waited: Duration) {
+        if self.json || !self.tty {
+            return;
+        }
+        const SPIN: [char; 4] = ['|', '/', '-', '\\'];
+        let frame = SPIN[(waited.as_millis() / 120) as usize % SPIN.len()];
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "\r\x1b[2K  {frame} {what} ({:.1} s)",
+            waited.as_secs_f64()
+        );
+        let _ = stderr.flush();
+        self.progress_shown = true;
+    }
+
+    fn clear_progress(&mut self) {
+        if self.progress_shown {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
+            self.progress_shown = false;
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP.
+
+/// One answer from a node: status code (None: no answer at all) and JSON body.
+#[derive(Debug, Clone)]
+struct Answer {
+    code: Option<u16>,
+    body: Value,
+    took: Duration,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        self.code == Some(200)
+    }
+
+    /// Worth retrying: no answer, 500, 503 or 504.
+    fn transient(&self) -> bool {
+        matches!(self.code, None | Some(500 | 503 | 504))
+    }
+
+    fn kind(&self) -> String {
+        match (self.body["kind"].as_str(), self.body["reason"].as_str()) {
+            (Some(kind), Some(reason)) => format!("{kind}/{reason}"),
+            (Some(kind), None) => kind.to_string(),
+            _ => match self.code {
+                Some(code) => format!("HTTP {code}"),
+                None => "no answer".to_string(),
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.code {
+            Some(code) => format!("{code} {}", self.body),
+            None => format!("no answer: {}", self.body),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"code": self.code, "body": self.body, "took_ms": ms(self.took)})
+    }
+}
+
+/// The demo's view of the cluster: processes, addresses and an HTTP client.
+struct Cluster {
+    nodes: Vec<DemoNode>,
+    client: reqwest::Client,
+}
+
+impl Cluster {
+    fn http(&self, id: u64) -> &str {
+        &self.nodes[(id - 1) as usize].http
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        id: u64,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Answer {
+        let url = format!("http://{}{path}", self.http(id));
+        let mut request = self.client.request(method, url).timeout(timeout);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = Instant::now();
+        match request.send().await {
+            Ok(response) => {
+                let code = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                Answer {
+                    code: Some(code),
+                    body,
+                    took: started.elapsed(),
+                }
+            }
+            Err(err) => Answer {
+                code: None,
+                body: Value::String(err.to_string()),
+                took: started.elapsed(),
+            },
+        }
+    }
+
+    async fn get(&self, id: u64, path: &str) -> Answer {
+        self.call(reqwest::Method::GET, id, path, None, Duration::from_secs(2))
+            .await
+    }
+
+    async fn post(&self, id: u64, path: &str, body: &Value) -> Answer {
+        self.call(reqwest::Method::POST, id, path, Some(body), CP_TIMEOUT)
+            .await
+    }
+
+    async fn put(&self, id: u64, path: &str, body: &Value) -> Answer {
+        self.call(reqwest::Method::PUT, id, path, Some(body), CP_TIMEOUT)
+            .await
+    }
+
+    async fn status(&self, id: u64) -> Result<Value, String> {
+        let answer = self.get(id, "/v1/status").await;
+        if answer.ok() {
+            Ok(answer.body)
+        } else {
+            Err(format!("node {id}: {}", answer.describe()))
+        }
+    }
+
+    /// The sum over `ids` of every sample of metric `name` (any labels) in `/metrics`.
+    async fn metric_sum(&self, ids: &[u64], name: &str) -> f64 {
+        let mut total = 0.0;
+        for id in ids {
+            let url = format!("http://{}/metrics", self.http(*id));
+            let Ok(response) = self.client.get(url).send().await else {
+                continue;
+            };
+            let text = response.text().await.unwrap_or_default();
+            total += metric_in(&text, name);
+        }
+        total
+    }
+
+    fn pid(&self, id: u64) -> Option<i32> {
+        self.nodes[(id - 1) as usize].pid()
+    }
+}
+
+/// The sum of every sample of `name` in a Prometheus/OpenMetrics text.
+fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The story.
+
+/// What each act measured, for the summary and the verdict.
+#[derive(Default)]
+struct Findings {
+    rows: Vec<(String, String)>,
+    broken: Vec<String>,
+}
+
+impl Findings {
+    fn row(&mut self, mechanism: &str, what: impl Into<String>) {
+        self.rows.push((mechanism.to_string(), what.into()));
+    }
+
+    fn broken(&mut self, what: impl Into<String>) {
+        self.broken.push(what.into());
+    }
+}
+
+struct Story {
+    args: DemoArgs,
+    out: Out,
+    cluster: Cluster,
+    findings: Findings,
+    dir: PathBuf,
+}
+
+/// Runs the demo: start, tell the story, stop (and clean up unless `--keep`).
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("isle-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let nodes = plan(&args, &dir)?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .context("building HTTP client")?;
+    let mut story = Story {
+        out: Out {
+            json: args.json,
+            tty: std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            progress_shown: false,
+        },
+        args,
+        cluster: Cluster { nodes, client },
+        findings: Findings::default(),
+        dir,
+    };
+    let told = tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        told = story.tell() => told,
+    };
+    story.out.clear_progress();
+    if told.is_ok() && story.args.keep {
+        story.out.say(format!(
+            "\nThe nodes keep running (--keep): dashboard http://{}/dashboard. Ctrl-C stops them.",
+            story.cluster.http(1)
+        ));
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    story.stop().await;
+    if story.args.keep {
+        story
+            .out
+            .say(format!("data kept in {}", story.dir.display()));
+    } else if let Err(err) = std::fs::remove_dir_all(&story.dir) {
+        story
+            .out
+            .say(format!("could not remove {}: {err}", story.dir.display()));
+    }
+    told?;
+    if !story.findings.broken.is_empty() {
+        bail!(
+            "the cluster did not keep a promise: {}",
+            story.findings.broken.join("; ")
+        );
+    }
+    Ok(())
+}
+
+impl Story {
+    async fn tell(&mut self) -> anyhow::Result<()> {
+        self.start_nodes().await?;
+        self.act_calm().await?;
+        self.pause().await;
+        self.act_flood().await?;
+        self.pause().await;
+        self.act_reopen().await?;
+        self.pause().await;
+        self.act_zombie().await?;
+        self.pause().await;
+        self.act_summary();
+        Ok(())
+    }
+
+    async fn pause(&mut self) {
+        if !self.args.step || self.args.json {
+            return;
+        }
+        self.out.say("\n  [press Enter for the next act]");
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)
+        })
+        .await;
+    }
+
+    /// Polls `check` until it answers `Ok`, showing progress; the value and the time it took.
+    async fn wait<T>(
+        &mut self,
+        what: &str,
+        mut check: impl AsyncFnMut(&Cluster) -> Result<T, String>,
+    ) -> anyhow::Result<(T, Duration)> {
+        let started = Instant::now();
+        loop {
+            match check(&self.cluster).await {
+                Ok(value) => {
+                    self.out.clear_progress();
+                    return Ok((value, started.elapsed()));
+                }
+                Err(why) if started.elapsed() > WAIT_LIMIT => {
+                    self.out.clear_progress();
+                    bail!(
+                        "gave up waiting for {what} after {}: {why} (node logs in {})",
+                        secs(WAIT_LIMIT),
+                        self.dir.display()
+                    );
+                }
+                Err(_) => {}
+            }
+            self.out.progress(what, started.elapsed());
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn start_nodes(&mut self) -> anyhow::Result<()> {
+        for index in 0..self.cluster.nodes.len() {
+            let child = spawn(&self.cluster.nodes, index, &self.dir)?;
+            self.cluster.nodes[index].child = Some(child);
+        }
+        let dashboard = format!("http://{}/dashboard", self.cluster.http(1));
+        self.out
+            .say("Isle demo: the flooded bridge. Five real `isle node` processes on this machine.");
+        self.out.say(format!(
+            "  East Isle: nodes 1, 2, 3    West Isle: nodes 4, 5    data and logs: {}",
+            self.dir.display()
+        ));
+        self.out.say(format!(
+            "  dashboard: {dashboard}   (every node serves one on its HTTP port)"
+        ));
+        let endpoints: Vec<Value> = self
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| json!({"id": n.id, "http": n.http, "peer": n.peer, "side": side_of(n.id)}))
+            .collect();
+        let dir = self.dir.display().to_string();
+        self.out.event(
+            0,
+            "started",
+            json!({"dir": dir, "dashboard": dashboard, "nodes": endpoints}),
+        );
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Act 1.
+
+    async fn act_calm(&mut self) -> anyhow::Result<()> {
+        self.out.say("\nAct 1: a calm day on the islands");
+        let (_, took) = self
+            .wait("five nodes hearing each other", async |c: &Cluster| {
+                for id in 1..=5 {
+                    let status = c.status(id).await?;
+                    let heard = reachable(&status);
+                    if heard.len() < 4 || status["state"] != "Normal" {
+                        return Err(format!("node {id} hears {heard:?}, {}", status["state"]));
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        let ((leader, term), elected) = self
+            .wait("the CP leader", async |c: &Cluster| {
+                agreed_leader(c, &[1, 2, 3, 4, 5], None, 0).await
+            })
+            .await?;
+        let status = self.cluster.status(4).await.map_err(anyhow::Error::msg)?;
+        let quorum = status["quorum_reason"].as_str().unwrap_or("?").to_string();
+        self.out.say(format!(
+            "  all five nodes up and hearing each other after {}; state Normal everywhere",
+            secs(took)
+        ));
+        self.out.say(format!(
+            "  CP leader: node {leader} ({}), term {term}; node 4 says: {quorum}",
+            side_of(leader)
+        ));
+        self.out.event(
+            1,
+            "healthy",
+            json!({"leader": leader, "term": term, "quorum": quorum,
+                   "mesh_ms": ms(took), "leader_ms": ms(elected)}),
+        );
+
+        let put = json!({"key": "account/alice", "value": "100", "request_id": "demo-open"});
+        let answer = self.cp_put_settled(1, &put).await?;
+        self.out.say(format!(
+            "  CP  put account/alice = 100 via node 1: {} (revision {}, {} ms)",
+            if answer.ok() { "accepted" } else { "REFUSED" },
+            answer.body["revision"],
+            ms(answer.took)
+        ));
+        self.out.event(
+            1,
+            "cp_write",
+            json!({"asked": "put account/alice=100 via node 1", "answered": answer.json(),
+                   "outcome": if answer.ok() { "accepted" } else { "refused" }}),
+        );
+        let cart = self
+            .ap_post(1, 1, "default/cart/sadd", json!({"members": ["apples"]}))
+            .await;
+        self.out.say(format!(
+            "  AP  cart += apples via node 1: cart {} ({})",
+            cart.body["members"],
+            replicas(&cart)
+        ));
+        let likes = self
+            .ap_post(
+                1,
+                1,
+                "default/likes/incr",
+                json!({"by": 1, "request_id": "likes-1"}),
+            )
+            .await;
+        self.out.say(format!(
+            "  AP  likes += 1 via node 1: likes = {} ({})",
+            likes.body["value"],
+            replicas(&likes)
+        ));
+        Ok(())
+    }
+
+    /// POSTs a CP write, retrying transient refusals (not during the flood: there a refusal
+    /// is the point).
+    async fn cp_put_settled(&mut self, via: u64, body: &Value) -> anyhow::Result<Answer> {
+        let body = body.clone();
+        let (answer, _) = self
+            .wait("a CP write to be answered", async |c: &Cluster| {
+                let answer = c.post(via, "/v1/cp/put", &body).await;
+                if answer.transient() {
+                    Err(answer.describe())
+                } else {
+                    Ok(answer)
+                }
+            })
+            .await?;
+        Ok(answer)
+    }
+
+    /// An AP operation (`bucket/key/op`) via node `via`, recorded as an event.
+    async fn ap_post(&mut self, act: u32, via: u64, path: &str, body: Value) -> Answer {
+        let answer = self
+            .cluster
+            .post(via, &format!("/v1/ap/{path}"), &body)
+            .await;
+        self.out.event(
+            act,
+            "ap_write",
+            json!({"asked": format!("POST /v1/ap/{path} {body} via node {via} ({})", side_of(via)),
+                   "answered": answer.json(),
+                   "outcome": if answer.ok() { "accepted" } else { "refused" }}),
+        );
+        answer
+    }
+
+    async fn ap_put(&mut self, act: u32, via: u64, path: &str, value: &str) -> Answer {
+        let body = json!({ "value": value });
+        let answer = self
+            .cluster
+            .put(via, &format!("/v1/ap/{path}"), &body)
+            .await;
+        self.out.event(
+            act,
+            "ap_write",
+            json!({"asked": format!("PUT /v1/ap/{path} {body} via node {via} ({})", side_of(via)),
+                   "answered": answer.json(),
+                   "outcome": if answer.ok() { "accepted" } else { "refused" }}),
+        );
+        answer
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Act 2.
+
+    async fn act_flood(&mut self) -> anyhow::Result<()> {
+        self.out
+            .say("\nAct 2: the bridge floods (every link between East and West is cut)");
+        let cut_at = Instant::now();
+        for id in 1..=5u64 {
+            let others: Vec<u64> = if EAST.contains(&id) {
+                WEST.to_vec()
+            } else {
+                EAST.to_vec()
+            };
+            let rules: Vec<Value> = others
+                .iter()
+                .map(|p| json!({"peer": p, "direction": "both", "action": "drop", "probability": 1.0}))
+                .collect();
+            let answer = self.cluster.post(id, "/v1/faults", &json!(rules)).await;
+            if answer.code != Some(201) {
+                bail!("cutting node {id}'s links: {}", answer.describe());
+            }
+        }
+        // Poll every node until each has noticed and settled; times from the cut.
+        let mut noticed: BTreeMap<u64, Duration> = BTreeMap::new();
+        let mut settled: BTreeMap<u64, (Duration, String, String)> = BTreeMap::new();
+        self.wait("every node to notice the flood", async |c: &Cluster| {
+            for id in 1..=5u64 {
+                if settled.contains_key(&id) {
+                    continue;
+                }
+                let Ok(status) = c.status(id).await else {
+                    continue;
+                };
+                let state = status["state"].as_str().unwrap_or("").to_string();
+                if state != "Normal" {
+                    noticed.entry(id).or_insert_with(|| cut_at.elapsed());
+                }
+                if state == "Degraded" || state == "Emergency" {
+                    let reason = status["quorum_reason"].as_str().unwrap_or("").to_string();
+                    settled.insert(id, (cut_at.elapsed(), state, reason));
+                }
+            }
+            if settled.len() == 5 {
+                Ok(())
+            } else {
+                Err(format!("settled: {:?}", settled.keys().collect::<Vec<_>>()))
+            }
+        })
+        .await?;
+        for (id, (at, state, reason)) in &settled {
+            let seen = noticed.get(id).copied().unwrap_or(*at);
+            self.out.say(format!(
+                "  node {id} ({}): noticed after {}, {state} after {}: {reason}",
+                side_of(*id),
+                secs(seen),
+                secs(*at)
+            ));
+            self.out.event(
+                2,
+                "detected",
+                json!({"node": id, "side": side_of(*id), "state": state, "noticed_ms": ms(seen),
+                       "settled_ms": ms(*at), "quorum": reason}),
+            );
+        }
+        let slowest = settled
+            .values()
+            .map(|(at, _, _)| *at)
+            .max()
+            .unwrap_or_default();
+        self.findings.row(
+            "failure detection (phi accrual)",
+            format!("all 5 nodes classified the split within {}", secs(slowest)),
+        );
+
+        // CP: West asks, East asks.
+        let west_put = json!({"key": "account/alice", "value": "0", "request_id": "west-drain"});
+        let west = self.cluster.post(4, "/v1/cp/put", &west_put).await;
+        let refused = west.body["kind"] == "NoQuorum";
+        self.out.say(format!(
+            "  CP  West: put account/alice = 0 via node 4: {} in {} ms: {}",
+            if west.ok() { "ACCEPTED" } else { "refused" },
+            ms(west.took),
+            west.body["error"].as_str().unwrap_or(&west.describe())
+        ));
+        self.out.event(
+            2,
+            "cp_write_minority",
+            json!({"asked": "put account/alice=0 via node 4 (West, 2 of 5)",
+                   "answered": west.json(), "kind": west.kind(),
+                   "outcome": if west.ok() { "accepted" } else { "refused" }}),
+        );
+        if west.ok() {
+            self.findings
+                .broken("the minority (West) accepted a CP write during the split");
+        }
+        let east_put = json!({"key": "account/alice", "value": "70", "request_id": "east-pay"});
+        let before = Instant::now();
+        let east = self.cp_put_settled(2, &east_put).await?;
+        self.out.say(format!(
+            "  CP  East: put account/alice = 70 via node 2: {} (revision {}) after {}",
+            if east.ok() { "accepted" } else { "REFUSED" },
+            east.body["revision"],
+            secs(before.elapsed())
+        ));
+        self.out.event(
+            2,
+            "cp_write_majority",
+            json!({"asked": "put account/alice=70 via node 2 (East, 3 of 5)",
+                   "answered": east.json(), "kind": east.kind(), "waited_ms": ms(before.elapsed()),
+                   "outcome": if east.ok() { "accepted" } else { "refused" }}),
+        );
+        if !east.ok() {
+            self.findings
+                .broken("the majority (East) could not write during the split");
+        }
+        self.findings.row(
+            "quorum (CP writes)",
+            format!(
+                "West refused ({}) in {} ms; East accepted (revision {})",
+                west.kind(),
+                ms(west.took),
+                east.body["revision"]
+            ),
+        );
+        if !refused && !west.ok() {
+            self.out.say(format!(
+                "      (West's refusal was {}, not NoQuorum)",
+                west.kind()
+            ));
+        }
+
+        // AP: both sides keep shopping and liking.
+        let mut ap_refused = 0;
+        for (via, item, by, rid) in [(1, "bread", 2, "likes-east"), (4, "milk", 3, "likes-west")] {
+            let cart = self
+                .ap_post(2, via, "default/cart/sadd", json!({"members": [item]}))
+                .await;
+            let likes = self
+                .ap_post(
+                    2,
+                    via,
+                    "default/likes/incr",
+                    json!({"by": by, "request_id": rid}),
+                )
+                .await;
+            ap_refused += usize::from(!cart.ok()) + usize::from(!likes.ok());
+            self.out.say(format!(
+                "  AP  {}: cart += {item} -> {} ({}); likes += {by} -> {} ({})",
+                side_of(via),
+                cart.body["members"],
+                replicas(&cart),
+                likes.body["value"],
+                replicas(&likes)
+            ));
+        }
+        let east_lww = self.ap_put(2, 1, "lww/banner", "east: bridge closed").await;
+        // Later by the wall clock, so its hybrid timestamp is the higher one.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let west_lww = self.ap_put(2, 4, "lww/banner", "west: ferry at noon").await;
+        self.out.say(format!(
+            "  AP  lww/banner written on both sides: East {}, West {} (one will win at the heal)",
+            short(&east_lww),
+            short(&west_lww)
+        ));
+        let east_note = self
+            .ap_put(2, 1, "default/meeting", "meet at the east pier")
+            .await;
+        let west_note = self
+            .ap_put(2, 4, "default/meeting", "meet at the west pier")
+            .await;
+        self.out.say(format!(
+            "  AP  default/meeting (siblings) written on both sides: East {}, West {}",
+            short(&east_note),
+            short(&west_note)
+        ));
+        ap_refused += [&east_lww, &west_lww, &east_note, &west_note]
+            .iter()
+            .filter(|a| !a.ok())
+            .count();
+        // Strict writes make no hints: only anti-entropy can carry them across after the heal.
+        let mut strict = 0;
+        for i in 0..12 {
+            let path = format!("/v1/ap/default/tide-{i}?w=one&strict=true");
+            let answer = self
+                .cluster
+                .put(1, &path, &json!({"value": format!("east reading {i}")}))
+                .await;
+            strict += usize::from(answer.ok());
+        }
+        self.out.say(format!(
+            "  AP  East logs {strict} tide readings with strict=true (no hints: only Merkle \
+             anti-entropy can carry them west)"
+        ));
+        let mut hints = BTreeMap::new();
+        for id in 1..=5u64 {
+            if let Ok(status) = self.cluster.status(id).await {
+                hints.insert(id, status["ap"]["hints_pending"].as_u64().unwrap_or(0));
+            }
+        }
+        let total: u64 = hints.values().sum();
+        self.out.say(format!(
+            "  AP  {} AP writes refused; hints held for unreachable replicas: {total} ({})",
+            ap_refused,
+            hints
+                .iter()
+                .map(|(id, n)| format!("node {id}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        self.out.event(
+            2,
+            "ap_during_split",
+            json!({"refused": ap_refused, "hints_pending": total, "strict_written": strict}),
+        );
+        if ap_refused > 0 {
+            self.findings
+                .broken(format!("{ap_refused} AP writes refused during the split"));
+        }
+        self.findings.row(
+            "sloppy quorum (AP writes)",
+            format!(
+                "both sides kept writing ({ap_refused} refused); {total} hints held for the \
+                 other side"
+            ),
+        );
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Act 3.
+
+    async fn act_reopen(&mut self) -> anyhow::Result<()> {
+        self.out.say("\nAct 3: the bridge reopens");
+        let all = [1, 2, 3, 4, 5];
+        let names = [
+            "isle_ap_hints_delivered_total",
+            "isle_ap_aae_exchanges_total",
+            "isle_ap_aae_keys_diverged_total",
+            "isle_ap_aae_keys_repaired_total",
+            "isle_ap_aae_bytes_total",
+            "isle_ap_read_repairs_total",
+        ];
+        let mut before = BTreeMap::new();
+        for name in names {
+            before.insert(name, self.cluster.metric_sum(&all, name).await);
+        }
+        let leader_commit = {
+            let (leader, _) = agreed_leader(&self.cluster, &EAST, None, 0)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let status = self
+                .cluster
+                .status(leader)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            status["cp"]["commit_index"].as_u64().unwrap_or(0)
+        };
+        let healed_at = Instant::now();
+        for id in all {
+            let answer = self
+                .cluster
+                .call(
+                    reqwest::Method::DELETE,
+                    id,
+                    "/v1/faults",
+                    None,
+                    Duration::from_secs(2),
+                )
+                .await;
+            if answer.code != Some(204) {
+                bail!("healing node {id}: {}", answer.describe());
+            }
+        }
+        let (_, mesh) = self
+            .wait("every node to hear every other", async |c: &Cluster| {
+                for id in 1..=5 {
+                    let heard = reachable(&c.status(id).await?);
+                    if heard.len() < 4 {
+                        return Err(format!("node {id} hears {heard:?}"));
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        self.out.say(format!(
+            "  all links back after {} (heartbeats heard again)",
+            secs(mesh)
+        ));
+
+        // CP: West catches up on the log it missed.
+        let (value, _) = self
+            .wait("West to catch up on the CP log", async |c: &Cluster| {
+                let mut value = String::new();
+                for id in WEST {
+                    let status = c.status(id).await?;
+                    let applied = status["cp"]["applied_index"].as_u64().unwrap_or(0);
+                    if applied < leader_commit {
+                        return Err(format!("node {id} applied {applied} < {leader_commit}"));
+                    }
+                    let answer = c
+                        .get(id, "/v1/cp/get?key=account/alice&consistency=stale")
+                        .await;
+                    value = answer.body["kvs"][0]["value"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                }
+                Ok(value)
+            })
+            .await?;
+        let caught_up = healed_at.elapsed();
+        self.out.say(format!(
+            "  CP  West caught up on the Raft log {} after the heal: node 4 and 5 now read \
+             account/alice = {value} (East's write; West's was never applied)",
+            secs(caught_up)
+        ));
+        self.out.event(
+            3,
+            "cp_caught_up",
+            json!({"ms": ms(caught_up), "account_alice_on_west": value, "commit_index": leader_commit}),
+        );
+        self.findings.row(
+            "Raft log catch-up",
+            format!(
+                "West applied East's writes {} after the heal",
+                secs(caught_up)
+            ),
+        );
+
+        // AP: hinted handoff, then anti-entropy, with no client reading.
+        let (_, _) = self
+            .wait("every hint to be handed off", async |c: &Cluster| {
+                let mut pending = 0;
+                for id in 1..=5 {
+                    pending += c.status(id).await?["ap"]["hints_pending"]
+                        .as_u64()
+                        .unwrap_or(0);
+                }
+                if pending == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{pending} hints pending"))
+                }
+            })
+            .await?;
+        let handed = healed_at.elapsed();
+        let mut keys: Vec<(String, String)> = [
+            ("default", "cart"),
+            ("default", "likes"),
+            ("lww", "banner"),
+            ("default", "meeting"),
+        ]
+        .iter()
+        .map(|(b, k)| (b.to_string(), k.to_string()))
+        .collect();
+        keys.extend((0..12).map(|i| ("default".to_string(), format!("tide-{i}"))));
+        let (_, _) = self
+            .wait(
+                "every replica of every key to agree",
+                async |c: &Cluster| {
+                    for (bucket, key) in &keys {
+                        converged(c, bucket, key).await?;
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+        let converged_in = healed_at.elapsed();
+        let (_, _) = self
+            .wait("every node back to Normal", async |c: &Cluster| {
+                for id in 1..=5 {
+                    let status = c.status(id).await?;
+                    if status["state"] != "Normal" {
+                        return Err(format!("node {id}: {}", status["state"]));
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        let normal = healed_at.elapsed();
+        let mut delta = BTreeMap::new();
+        for name in names {
+            let after = self.cluster.metric_sum(&all, name).await;
+            delta.insert(name, after - before.get(name).copied().unwrap_or(0.0));
+        }
+        let d = |name: &str| delta.get(name).copied().unwrap_or(0.0) as u64;
+        self.out.say(format!(
+            "  AP  hinted handoff: {} hints delivered, none pending {} after the heal",
+            d("isle_ap_hints_delivered_total"),
+            secs(handed)
+        ));
+        self.out.say(format!(
+            "  AP  Merkle anti-entropy: {} exchanges, {} keys found different, {} keys repaired, \
+             {} bytes; every replica of the {} keys equal {} after the heal",
+            d("isle_ap_aae_exchanges_total"),
+            d("isle_ap_aae_keys_diverged_total"),
+            d("isle_ap_aae_keys_repaired_total"),
+            d("isle_ap_aae_bytes_total"),
+            keys.len(),
+            secs(converged_in)
+        ));
+        self.out.say(format!(
+            "  every node Normal again {} after the heal (Reconciling until hints and repairs \
+             were done)",
+            secs(normal)
+        ));
+        self.out.event(
+            3,
+            "ap_reconciled",
+            json!({"hints_delivered": d("isle_ap_hints_delivered_total"),
+                   "hints_done_ms": ms(handed),
+                   "aae_exchanges": d("isle_ap_aae_exchanges_total"),
+                   "aae_keys_diverged": d("isle_ap_aae_keys_diverged_total"),
+                   "aae_keys_repaired": d("isle_ap_aae_keys_repaired_total"),
+                   "aae_bytes": d("isle_ap_aae_bytes_total"),
+                   "converged_ms": ms(converged_in), "normal_ms": ms(normal)}),
+        );
+        self.findings.row(
+            "hinted handoff",
+            format!(
+                "{} hints delivered, none left {} after the heal",
+                d("isle_ap_hints_delivered_total"),
+                secs(handed)
+            ),
+        );
+        self.findings.row(
+            "Merkle anti-entropy",
+            format!(
+                "{} keys found different, {} repaired, {} bytes; replicas equal after {}",
+                d("isle_ap_aae_keys_diverged_total"),
+                d("isle_ap_aae_keys_repaired_total"),
+                d("isle_ap_aae_bytes_total"),
+                secs(converged_in)
+            ),
+        );
+
+        // What the reconciled keys hold, read through a West node.
+        let cart = self.cluster.get(5, "/v1/ap/default/cart").await;
+        let likes = self.cluster.get(5, "/v1/ap/default/likes").await;
+        let banner = self.cluster.get(5, "/v1/ap/lww/banner").await;
+        let meeting = self.cluster.get(5, "/v1/ap/default/meeting").await;
+        let members = strings(&cart.body["members"]);
+        let want_cart = strings(&json!(["apples", "bread", "milk"]));
+        let likes_value = likes.body["value"].as_i64();
+        let cart_ok = members == want_cart;
+        let likes_ok = likes_value == Some(6);
+        self.out.say(format!(
+            "  cart  = {members:?}: {}",
+            if cart_ok {
+                "the union of both sides (add-wins set)"
+            } else {
+                "NOT the union of both sides"
+            }
+        ));
+        self.out.say(format!(
+            "  likes = {}: {}",
+            likes.body["value"],
+            if likes_ok {
+                "1 + 2 + 3, the sum of both sides (PN-counter)"
+            } else {
+                "NOT the sum 1 + 2 + 3 = 6"
+            }
+        ));
+        let kept = strings(&banner.body["values"]);
+        let lost: Vec<&str> = ["east: bridge closed", "west: ferry at noon"]
+            .into_iter()
+            .filter(|v| !kept.iter().any(|k| k == v))
+            .collect();
+        self.out.say(format!(
+            "  lww/banner = {kept:?}: last write wins, so the write {lost:?} was LOST \
+             (acknowledged, then overwritten by a later stamp)"
+        ));
+        let siblings = strings(&meeting.body["values"]);
+        self.out.say(format!(
+            "  meeting = {siblings:?}: both concurrent writes kept as siblings for the app \
+             to resolve"
+        ));
+        self.out.event(
+            3,
+            "ap_converged",
+            json!({"cart": members, "cart_expected": want_cart, "cart_union": cart_ok,
+                   "likes": likes_value, "likes_expected": 6, "likes_sum": likes_ok,
+                   "lww_kept": kept, "lww_lost": lost, "siblings": siblings,
+                   "answers": {"cart": cart.json(), "likes": likes.json(),
+                               "banner": banner.json(), "meeting": meeting.json()}}),
+        );
+        if !cart_ok {
+            self.findings
+                .broken(format!("cart {members:?} is not the union"));
+        }
+        if !likes_ok {
+            self.findings
+                .broken(format!("likes {:?} is not 6", likes_value));
+        }
+        self.findings.row(
+            "CRDT merges",
+            format!(
+                "cart {} (union), likes {} (sum)",
+                members.join("+"),
+                likes.body["value"]
+            ),
+        );
+        self.findings
+            .row("last write wins", format!("kept {kept:?}, lost {lost:?}"));
+        self.findings.row(
+            "siblings",
+            format!("kept {} concurrent values", siblings.len()),
+        );
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Act 4.
+
+    async fn act_zombie(&mut self) -> anyhow::Result<()> {
+        self.out.say("\nAct 4: a zombie leader");
+        let ((leader, term), _) = self
+            .wait("the CP leader", async |c: &Cluster| {
+                agreed_leader(c, &[1, 2, 3, 4, 5], None, 0).await
+            })
+            .await?;
+        let others: Vec<u64> = (1..=5).filter(|id| *id != leader).collect();
+        // Client A, through the leader: a short lease, the lock, one fenced write.
+        let lease_a = self
+            .cp_ok(leader, "/v1/cp/lease/grant", json!({"ttl_secs": 2}))
+            .await?["id"]
+            .as_i64()
+            .context("lease id")?;
+        let lock_a = self
+            .cp_ok(
+                leader,
+                "/v1/cp/lock",
+                json!({"name": "payments", "lease": lease_a, "timeout_ms": 5000}),
+            )
+            .await?;
+        let token_a = lock_a["token"].as_i64().context("lock token")?;
+        let fence_a = json!({"lock": "payments", "token": token_a});
+        self.cp_ok(
+            leader,
+            "/v1/cp/put",
+            json!({"key": "ledger", "value": "A", "request_id": "A:1", "fence": fence_a}),
+        )
+        .await?;
+        self.cp_ok(leader, "/v1/cp/lease/keepalive", json!({"id": lease_a}))
+            .await?;
+        self.out.say(format!(
+            "  client A, via leader node {leader} (term {term}), holds lock payments with \
+             fencing token {token_a} (2 s lease) and writes ledger = A"
+        ));
+        self.out.event(
+            4,
+            "lock_a",
+            json!({"leader": leader, "term": term, "token": token_a}),
+        );
+
+        let pid = self.cluster.pid(leader).context("the leader's pid")?;
+        send_signal(pid, libc::SIGSTOP)?;
+        let paused = Instant::now();
+        self.out.say(format!(
+            "  SIGSTOP node {leader} (pid {pid}): the leader freezes, as in a long GC pause"
+        ));
+        let ((new_leader, new_term), _) = self
+            .wait("a new leader", async |c: &Cluster| {
+                agreed_leader(c, &others, Some(leader), term).await
+            })
+            .await?;
+        let elected = paused.elapsed();
+        self.out.say(format!(
+            "  node {new_leader} leads in term {new_term}, {} after the pause",
+            secs(elected)
+        ));
+        let via_b = others
+            .iter()
+            .copied()
+            .find(|id| *id != new_leader)
+            .context("a second survivor")?;
+        let lease_b = self
+            .cp_ok(via_b, "/v1/cp/lease/grant", json!({"ttl_secs": 60}))
+            .await?["id"]
+            .as_i64()
+            .context("lease id")?;
+        let lock_body = json!({"name": "payments", "lease": lease_b, "timeout_ms": 4000});
+        let (lock_b, _) = self
+            .wait(
+                "client B to be granted the lock (A's lease expires)",
+                async |c: &Cluster| {
+                    let answer = c.post(via_b, "/v1/cp/lock", &lock_body).await;
+                    if answer.ok() {
+                        Ok(answer.body)
+                    } else {
+                        Err(answer.describe())
+                    }
+                },
+            )
+            .await?;
+        let token_b = lock_b["token"].as_i64().context("lock token")?;
+        let granted = paused.elapsed();
+        let fence_b = json!({"lock": "payments", "token": token_b});
+        self.cp_ok(
+            via_b,
+            "/v1/cp/put",
+            json!({"key": "ledger", "value": "B", "request_id": "B:1", "fence": fence_b}),
+        )
+        .await?;
+        self.out.say(format!(
+            "  client B, via node {via_b}, is granted lock payments with token {token_b} \
+             ({} after the pause, once A's lease expired) and writes ledger = B",
+            secs(granted)
+        ));
+        self.out.event(
+            4,
+            "lock_b",
+            json!({"new_leader": new_leader, "new_term": new_term, "token": token_b,
+                   "elected_ms": ms(elected), "granted_ms": ms(granted)}),
+        );
+
+        // What the fencing hook did: the new leader's record, and the hook's own output.
+        let fences = self
+            .cluster
+            .status(new_leader)
+            .await
+            .map(|s| s["cp"]["fences"].clone())
+            .unwrap_or(Value::Null);
+        let record = fences
+            .as_array()
+            .into_iter()
+            .flatten()
+            .rfind(|f| f["target"] == json!(leader))
+            .cloned();
+        let hook_said = std::fs::read_to_string(self.dir.join("stonith.log"))
+            .unwrap_or_default()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        match &record {
+            Some(r) => self.out.say(format!(
+                "  fencing hook: node {new_leader} ran it against node {leader} on taking \
+                 office (term {}): {} in {} ms; it wrote: {hook_said}",
+                r["term"], r["outcome"], r["took_ms"]
+            )),
+            None => self.out.say(format!(
+                "  fencing hook: node {new_leader} has no record of fencing node {leader} \
+                 ({fences})"
+            )),
+        }
+        self.out.event(
+            4,
+            "stonith",
+            json!({"record": record, "hook_output": hook_said}),
+        );
+
+        send_signal(pid, libc::SIGCONT)?;
+        self.out.say(format!(
+            "  SIGCONT node {leader}: the zombie wakes up and client A, unaware, writes ledger \
+             = A2 with its old token {token_a}"
+        ));
+        let zombie_write =
+            json!({"key": "ledger", "value": "A2", "request_id": "A:2", "fence": fence_a});
+        let resumed = Instant::now();
+        let (answer, _) = self
+            .wait(
+                "a definite answer to the zombie's write",
+                async |c: &Cluster| {
+                    let answer = c.post(leader, "/v1/cp/put", &zombie_write).await;
+                    if answer.transient() {
+                        Err(answer.describe())
+                    } else {
+                        Ok(answer)
+                    }
+                },
+            )
+            .await?;
+        let rejected = answer.code == Some(409) && answer.body["reason"] == "FencingTokenStale";
+        self.out.say(format!(
+            "  the zombie's write: {} after {}: {}",
+            if rejected {
+                "REJECTED"
+            } else if answer.ok() {
+                "ACCEPTED (a stale token got through!)"
+            } else {
+                "refused"
+            },
+            secs(resumed.elapsed()),
+            answer.body["error"].as_str().unwrap_or(&answer.describe())
+        ));
+        let ledger = self
+            .cluster
+            .call(
+                reqwest::Method::GET,
+                leader,
+                "/v1/cp/get?key=ledger&consistency=linearizable",
+                None,
+                CP_TIMEOUT,
+            )
+            .await;
+        let value = ledger.body["kvs"][0]["value"].as_str().unwrap_or("?");
+        self.out.say(format!(
+            "  ledger read linearizably through the old leader: {value}"
+        ));
+        self.out.event(
+            4,
+            "zombie_write",
+            json!({"asked": format!("put ledger=A2 fenced with token {token_a} via node {leader} (resumed)"),
+                   "answered": answer.json(), "kind": answer.kind(), "token_a": token_a,
+                   "token_b": token_b, "ledger_after": value,
+                   "outcome": if rejected { "rejected" } else if answer.ok() { "accepted" } else { "refused" }}),
+        );
+        if answer.ok() {
+            self.findings
+                .broken("the zombie's stale-token write was accepted");
+        }
+        self.findings.row(
+            "fencing tokens",
+            format!(
+                "zombie's write with token {token_a} {} (current {token_b}); new leader {} after \
+                 the pause",
+                if rejected { "rejected" } else { "NOT rejected" },
+                secs(elected)
+            ),
+        );
+        self.findings.row(
+            "STONITH hook",
+            match &record {
+                Some(r) => format!(
+                    "node {new_leader} fenced node {leader}: {} in {} ms (recorded, not killed)",
+                    r["outcome"], r["took_ms"]
+                ),
+                None => "no fence record".to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    /// A CP request that must succeed (retrying transient refusals); its answer.
+    async fn cp_ok(&mut self, via: u64, path: &str, body: Value) -> anyhow::Result<Value> {
+        let what = format!("POST {path} via node {via}");
+        let (answer, _) = self
+            .wait(&what, async |c: &Cluster| {
+                let answer = c.post(via, path, &body).await;
+                if answer.ok() {
+                    Ok(answer)
+                } else if answer.transient() {
+                    Err(answer.describe())
+                } else {
+                    Ok(answer)
+                }
+            })
+            .await?;
+        if !answer.ok() {
+            bail!("{what}: {}", answer.describe());
+        }
+        Ok(answer.body)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Act 5.
+
+    fn act_summary(&mut self) {
+        let total = self.out.start.elapsed();
+        self.out.say("\nAct 5: what each mechanism did");
+        let width = self
+            .findings
+            .rows
+            .iter()
+            .map(|(m, _)| m.len())
+            .max()
+            .unwrap_or(0);
+        let mut lines = Vec::new();
+        for (mechanism, what) in &self.findings.rows {
+            lines.push(format!("  {mechanism:<width$}  {what}"));
+        }
+        for line in lines {
+            self.out.say(line);
+        }
+        let verdict = if self.findings.broken.is_empty() {
+            "every promise kept".to_string()
+        } else {
+            format!("BROKEN: {}", self.findings.broken.join("; "))
+        };
+        self.out.say(format!(
+            "  {:<width$}  {} from start to finish; {verdict}",
+            "whole story",
+            secs(total)
+        ));
+        let rows: Vec<Value> = self
+            .findings
+            .rows
+            .iter()
+            .map(|(m, w)| json!({"mechanism": m, "what": w}))
+            .collect();
+        self.out.event(
+            5,
+            "summary",
+            json!({"rows": rows, "total_ms": ms(total), "broken": self.findings.broken}),
+        );
+    }
+
+    /// SIGCONT (a node may still be paused after an error), SIGTERM, wait, then SIGKILL.
+    async fn stop(&mut self) {
+        for node in &self.cluster.nodes {
+            if let Some(pid) = node.pid() {
+                let _ = send_signal(pid, libc::SIGCONT);
+                let _ = send_signal(pid, libc::SIGTERM);
+            }
+        }
+        for node in &mut self.cluster.nodes {
+            if let Some(mut child) = node.child.take()
+                && tokio::time::timeout(Duration::from_secs(5), child.wait())
+                    .await
+                    .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading answers.
+
+fn reachable(status: &Value) -> BTreeSet<u64> {
+    status["reachable"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    let mut out: Vec<String> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    out.sort();
+    out
+}
+
+fn replicas(answer: &Answer) -> String {
+    if !answer.ok() {
+        return format!("refused: {}", answer.kind());
+    }
+    let r = &answer.body["replicas"];
+    let fallbacks = r["fallbacks"].as_u64().unwrap_or(0);
+    format!(
+        "acked by {} replicas, {} needed{}",
+        r["answered"],
+        r["needed"],
+        if fallbacks > 0 {
+            format!(", {fallbacks} as hints on fallbacks")
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn short(answer: &Answer) -> String {
+    if answer.ok() {
+        "accepted".to_string()
+    } else {
+        format!("refused ({})", answer.kind())
+    }
+}
+
+/// The leader every node of `among` names, which is one of them, calls itself leader, is not
+/// `not`, and leads a term above `after_term`: (leader, term).
+async fn agreed_leader(
+    c: &Cluster,
+    among: &[u64],
+    not: Option<u64>,
+    after_term: u64,
+) -> Result<(u64, u64), String> {
+    let mut named = BTreeSet::new();
+    for id in among {
+        let status = c.status(*id).await?;
+        let leader = status["cp"]["leader"]
+            .as_u64()
+            .ok_or_else(|| format!("node {id} knows no leader"))?;
+        named.insert(leader);
+    }
+    let [leader] = named.iter().copied().collect::<Vec<_>>()[..] else {
+        return Err(format!("nodes {among:?} name leaders {named:?}"));
+    };
+    if Some(leader) == not || !among.contains(&leader) {
+        return Err(format!("leader {leader} is not one of {among:?}"));
+    }
+    let cp = c.status(leader).await?["cp"].clone();
+    let term = cp["term"].as_u64().unwrap_or(0);
+    if cp["role"] != "leader" || term <= after_term {
+        return Err(format!("node {leader} is named leader but says {cp}"));
+    }
+    Ok((leader, term))
+}
+
+/// Ok once exactly three nodes hold a copy of the key and all copies are equal.
+async fn converged(c: &Cluster, bucket: &str, key: &str) -> Result<(), String> {
+    let mut digests = BTreeMap::new();
+    for id in 1..=5 {
+        let answer = c.get(id, &format!("/v1/ap-local/{bucket}/{key}")).await;
+        match answer.code {
+            Some(200) => {
+                digests.insert(id, answer.body["digest"].as_str().unwrap_or("").to_string());
+            }
+            Some(404) => {}
+            _ => return Err(format!("node {id}: {}", answer.describe())),
+        }
+    }
+    let distinct: BTreeSet<&String> = digests.values().collect();
+    if digests.len() == 3 && distinct.len() == 1 {
+        Ok(())
+    } else {
+        Err(format!("{bucket}/{key}: {digests:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_every_labelled_sample() {
+        let text = "# HELP x\nisle_ap_aae_bytes_total 10\nisle_ap_aae_bytes_total{peer=\"2\"} 5\n\
+                    isle_ap_aae_bytes_totally 99\n";
+        assert_eq!(metric_in(text, "isle_ap_aae_bytes_total"), 15.0);
+        assert_eq!(metric_in(text, "missing"), 0.0);
+    }
+}
