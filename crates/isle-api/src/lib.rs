@@ -7,7 +7,11 @@
 //! - `GET /v1/faults`, `POST /v1/faults` (one rule or a list), `DELETE /v1/faults`
 //!   (all, or `?peer=N`), `DELETE /v1/faults/{id}` — transport fault injection, refused with 403
 //!   unless the node was started with `--allow-fault-injection`.
+//! - `GET /v1/faults/clock`, `POST /v1/faults/clock` `{"skew_ms": -500}` — the wall clock's
+//!   skew (the chaos lab's clock-skew nemesis); the POST is refused with 403 likewise.
 //! - `GET /v1/health` — 200 while the process serves.
+//! - `GET /dashboard` (and `/` redirecting there), `GET /v1/dashboard/events` — the live
+//!   dashboard and its server-sent events (see [`dashboard`]).
 //! - `/v1/cp/...` — the CP keyspace (see [`cp`]'s module docs).
 //! - `/v1/ap/...` — the AP keyspace (see [`ap`]'s module docs); `GET /v1/ap-local/{bucket}/{key}`
 //!   shows this node's own copy of a key (no coordination, no repair) with its digest.
@@ -17,6 +21,7 @@
 pub mod ap;
 pub mod ap_backend;
 mod cp;
+pub mod dashboard;
 pub mod etcd;
 pub mod resp;
 mod txn;
@@ -35,6 +40,7 @@ use serde_json::json;
 /// The router serving one node's API.
 pub fn router(node: NodeHandle) -> Router {
     let ap_routes = ap::routes(node.ap.clone());
+    let dashboard = dashboard::Dashboard::new(node.clone());
     Router::new()
         .route("/v1/health", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
@@ -43,6 +49,7 @@ pub fn router(node: NodeHandle) -> Router {
             "/v1/faults",
             get(list_faults).post(add_faults).delete(clear_faults),
         )
+        .route("/v1/faults/clock", get(clock_skew).post(set_clock_skew))
         .route("/v1/faults/{id}", delete(remove_fault))
         .route("/v1/cp/put", post(cp::put))
         .route("/v1/cp/get", get(cp::get))
@@ -61,6 +68,11 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/v1/ap-local/{bucket}/{key}", get(ap_local))
         .with_state(node)
         .merge(ap_routes)
+        .merge(dashboard::routes(dashboard.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            dashboard,
+            dashboard::layer,
+        ))
 }
 
 /// Serves the router on `addr` until `shutdown` completes.
@@ -198,6 +210,53 @@ async fn add_faults(State(node): State<NodeHandle>, body: axum::body::Bytes) -> 
         }
     }
     (StatusCode::CREATED, axum::Json(json!({ "ids": ids }))).into_response()
+}
+
+/// Largest clock skew accepted, ms (a year): beyond it the arithmetic of stamps is all the test
+/// would exercise.
+const SKEW_MS_MAX: i64 = 365 * 24 * 3_600_000;
+
+/// Body of `POST /v1/faults/clock`.
+#[derive(Deserialize)]
+struct SkewBody {
+    skew_ms: i64,
+}
+
+async fn clock_skew(State(node): State<NodeHandle>) -> Response {
+    let skew_ms = node.clock_skew.as_ref().map(isle_env::ClockSkew::ms);
+    axum::Json(json!({ "allowed": node.faults.allowed(), "skew_ms": skew_ms })).into_response()
+}
+
+async fn set_clock_skew(State(node): State<NodeHandle>, body: axum::body::Bytes) -> Response {
+    if !node.faults.allowed() {
+        return fault_error(FaultError::NotAllowed);
+    }
+    let Some(skew) = node.clock_skew.as_ref() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "this node's clock cannot be skewed (it does not run on the system clock)",
+        );
+    };
+    let body = match serde_json::from_slice::<SkewBody>(&body) {
+        Ok(body) if body.skew_ms.abs() <= SKEW_MS_MAX => body,
+        Ok(body) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "skew of {} ms exceeds the {SKEW_MS_MAX} ms maximum",
+                    body.skew_ms
+                ),
+            );
+        }
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(r#"bad clock skew: {err}; expected {{"skew_ms": -500}}"#),
+            );
+        }
+    };
+    skew.set_ms(body.skew_ms);
+    axum::Json(json!({ "skew_ms": body.skew_ms })).into_response()
 }
 
 /// Query of `DELETE /v1/faults`.

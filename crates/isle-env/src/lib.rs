@@ -13,7 +13,7 @@ mod network;
 mod random;
 mod store;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ClockSkew, SystemClock};
 pub use network::{Listener, Network};
 pub use random::{Random, SeededRandom};
 pub use store::{MetaStore, StoreError};

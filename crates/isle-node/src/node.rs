@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use isle_env::{Clock, MetaStore, Network, SeededRandom, StoreError, SystemClock};
+use isle_env::{Clock, ClockSkew, MetaStore, Network, SeededRandom, StoreError, SystemClock};
 use isle_net::{Faults, NetMetrics, PeerAddr, TcpNetwork, Transport};
 use isle_storage::RedbStore;
 use isle_types::{Identity, Member, NodeId};
@@ -77,6 +77,9 @@ pub struct NodeHandle {
     pub cp: Cp,
     /// The AP keyspace.
     pub ap: Ap,
+    /// The wall clock's skew, when the node runs on the system clock (the chaos lab jumps it
+    /// through `/v1/faults/clock` on nodes that allow fault injection).
+    pub clock_skew: Option<ClockSkew>,
     shutdown: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
     done: watch::Receiver<bool>,
 }
@@ -107,13 +110,17 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let store = RedbStore::open(&config.data_dir)?;
     let rng = SeededRandom::from_os();
     info!(seed = rng.seed(), "random seed");
+    let clock = SystemClock::new();
+    let skew = clock.skew();
     let env = Env {
-        clock: Arc::new(SystemClock::new()),
+        clock: Arc::new(clock),
         rng,
         net: Arc::new(TcpNetwork),
         store,
     };
-    start_with(config, env).await
+    let mut handle = start_with(config, env).await?;
+    handle.clock_skew = Some(skew);
+    Ok(handle)
 }
 
 /// Loads or creates the identity; a restart bumps the incarnation.
@@ -240,6 +247,7 @@ pub async fn start_with<N: Network>(
         identity,
         cp,
         ap,
+        clock_skew: None,
         shutdown: Arc::new(std::sync::Mutex::new(Some(shutdown_tx))),
         done: done_rx,
     })

@@ -1,53 +1,57 @@
-//! `isle chaos run SCENARIO.toml`: the chaos lab's process engine, first slice.
+//! `isle chaos run SCENARIO.toml`: the chaos lab's process engine.
 //!
-//! A scenario file names a cluster size, a client workload, a nemesis schedule and
-//! expectations. The engine starts real `isle node` processes on loopback (fault injection on),
-//! runs concurrent clients against them — CP puts, linearizable gets and compare-and-sets, AP
-//! writes with causal contexts to a `siblings` bucket, counter increments with request ids, set
-//! adds — and records every invocation and completion in an [`isle_chaos::History`]. Partitions
-//! are made through each node's `/v1/faults` API (complete splits, one-way and partial cuts).
-//! After the run it heals, retries indeterminate increments with their request ids, waits for
-//! every AP replica to agree (each node's own copy, `/v1/ap-local`), and runs the
-//! linearizability checker on the CP history and the convergence checker on the AP history and
-//! the replicas' final state.
+//! A scenario file names a cluster size, a client workload, a nemesis schedule — windows of
+//! [`isle_sim::nemesis::Nemesis`], the same vocabulary the simulator uses — and expectations.
+//! The engine starts real `isle node` processes (fault injection on), either on loopback or,
+//! with `engine = "netns"` (root), each in its own network namespace ([`netns`]); runs
+//! concurrent clients against them — CP puts, linearizable gets and compare-and-sets, AP writes
+//! with causal contexts to a `siblings` bucket, counter increments with request ids, set adds —
+//! and records every invocation and completion in an [`isle_chaos::History`]. [`cluster`] makes
+//! each nemesis (links through the kernel or the node's fault layer, kill -9 and restart,
+//! SIGSTOP/SIGCONT, clock skew, CP membership). After the run it heals, retries indeterminate
+//! increments with their request ids, waits for every AP replica to agree (each node's own
+//! copy, `/v1/ap-local`), and runs the linearizability checker on the CP history, the
+//! convergence checker on the AP history and the replicas' final state, and the scenario's
+//! expectations (minority refusal time, recovery time, convergence time) on the history.
 //!
-//! The run directory holds `history.jsonl`, `verdicts.json`, `final-state.json`, `nemesis.json`,
-//! `summary.txt` and the nodes' logs. The command fails if any checker finds a violation or an
-//! expectation is missed.
+//! The run directory holds `history.jsonl`, `verdicts.json`, `figures.json` (availability per
+//! window, side and node; refusal and recovery times), `final-state.json`, `nemesis.json`,
+//! `summary.txt`, `report.html` ([`report`]) and the nodes' logs. The command fails if any
+//! checker finds a violation or an expectation is missed.
 //!
 //! Outcomes: a CP 503 (`NoQuorum`, `NoLeader`, ...) is a refusal before proposing, so `Fail`;
 //! a CP 504, an AP 503 `Unavailable`, a client timeout or a lost connection are `Indeterminate`;
 //! a connection refused before anything was sent is `Fail`.
 
+mod cluster;
+mod netns;
+mod report;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+use isle_chaos::availability::{self, Availability};
 use isle_chaos::convergence::FinalState;
 use isle_chaos::history::Pending;
 use isle_chaos::{
-    ApValue, History, MergeRule, Op, Operation, Outcome, Recorder, Ret, Verdict, convergence,
-    linear,
+    ApValue, History, Keyspace, MergeRule, Op, Operation, Outcome, Recorder, Ret, Verdict,
+    convergence, linear,
 };
-use isle_net::{Direction, FaultAction, FaultRule};
-use isle_types::NodeId;
+use isle_sim::nemesis::{Effects, Nemesis};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
-/// The AP bucket every AP operation of the workload uses.
-const BUCKET: &str = "siblings";
-/// Replicas per AP key.
-const AP_REPLICAS: u64 = 3;
+use cluster::{AP_REPLICAS, BUCKET, Cluster, Fabric, NodePlan, Rng};
 
 /// `isle chaos ...`
 #[derive(Subcommand, Debug)]
 pub enum ChaosCommand {
-    /// Run a scenario on real processes on loopback and check what happened.
+    /// Run a scenario on real processes (loopback, or network namespaces as root) and check
+    /// what happened.
     Run(RunArgs),
 }
 
@@ -56,15 +60,39 @@ pub enum ChaosCommand {
 pub struct RunArgs {
     /// The scenario file (TOML).
     scenario: PathBuf,
-    /// Where to write the run's history, verdicts and logs (default `chaos-runs/<time>`).
+    /// Where to write the run's history, verdicts, report and logs (default
+    /// `chaos-runs/<time>`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Override the scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override the scenario's engine (`netns` needs root, `ip` and `nft`).
+    #[arg(long, value_enum)]
+    engine: Option<EngineKind>,
     /// Keep the nodes' data directories (by default only their logs are kept).
     #[arg(long)]
     keep_data: bool,
+}
+
+/// Where the nodes run and who breaks their links.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// Processes on 127.0.0.1; links broken by each node's transport fault layer.
+    #[default]
+    Loopback,
+    /// One network namespace per node; links broken by the kernel (nftables). Needs root.
+    Netns,
+}
+
+impl EngineKind {
+    fn name(self) -> &'static str {
+        match self {
+            EngineKind::Loopback => "loopback",
+            EngineKind::Netns => "netns",
+        }
+    }
 }
 
 /// A scenario file.
@@ -81,15 +109,33 @@ pub struct Scenario {
     seed: u64,
     /// How long the clients run, in seconds.
     duration_s: f64,
+    /// The engine (the `--engine` flag overrides it).
+    #[serde(default)]
+    engine: EngineKind,
     /// What the clients do.
     #[serde(default)]
     workload: Workload,
     /// The nemesis schedule.
     #[serde(default)]
-    nemesis: Vec<Step>,
+    nemesis: Vec<Window>,
     /// What must hold.
     #[serde(default)]
     expect: Expect,
+}
+
+/// One nemesis window: `kind` and its fields as in [`Nemesis`] (e.g. `kind = "partition"`,
+/// `sides = { groups = [[1, 2, 3], [4, 5]] }`), from `start_s` to `stop_s` seconds after the
+/// clients start. Without `stop_s` it lasts until the clients stop; `restart` is instantaneous.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Window {
+    /// When it starts, s.
+    start_s: f64,
+    /// When it stops, s.
+    #[serde(default)]
+    stop_s: Option<f64>,
+    /// What.
+    #[serde(flatten)]
+    nemesis: Nemesis,
 }
 
 /// The client workload.
@@ -158,55 +204,30 @@ impl Default for Mix {
     }
 }
 
-/// One nemesis step: at `at_s` seconds into the run, replace every fault with `action`'s.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Step {
-    /// Seconds after the clients start.
-    at_s: f64,
-    /// What to do.
-    #[serde(flatten)]
-    action: Action,
-}
-
-/// A nemesis action. Each replaces the faults of the previous step.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
-pub enum Action {
-    /// Complete partition: links between different sides are cut both ways. Nodes not named
-    /// form one more side.
-    Split {
-        /// The sides, by node id.
-        sides: Vec<Vec<u64>>,
-    },
-    /// Messages from every node of `from` to every node of `to` are dropped; the other
-    /// direction still flows.
-    OneWay {
-        /// Senders whose messages are lost.
-        from: Vec<u64>,
-        /// Receivers that stop hearing them.
-        to: Vec<u64>,
-    },
-    /// Only the listed pairs are cut (both ways); everything else flows.
-    Partial {
-        /// Pairs of node ids.
-        cuts: Vec<[u64; 2]>,
-    },
-    /// Remove every fault.
-    Heal,
-}
-
 /// Expectations checked besides the checkers.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Expect {
     /// Every AP key's replicas agree within this many seconds of the final heal.
     ap_converges_within_s: f64,
+    /// In every window that leaves nodes on a minority side (their two-way reachable set below
+    /// a majority), each of them definitely refuses a CP write (a `Fail`, not a timeout) within
+    /// this many seconds of the window's start.
+    minority_refuses_cp_within_s: Option<f64>,
+    /// After every window that stops before the clients do, some CP request succeeds within
+    /// this many seconds of its stop.
+    cp_recovers_within_s: Option<f64>,
+    /// Likewise for the AP keyspace.
+    ap_recovers_within_s: Option<f64>,
 }
 
 impl Default for Expect {
     fn default() -> Self {
         Self {
             ap_converges_within_s: 30.0,
+            minority_refuses_cp_within_s: None,
+            cp_recovers_within_s: None,
+            ap_recovers_within_s: None,
         }
     }
 }
@@ -233,124 +254,44 @@ impl Scenario {
             bail!("workload.ap_keys must be above 0 when the mix has AP operations");
         }
         let ids: BTreeSet<u64> = (1..=self.nodes).collect();
-        for step in &self.nemesis {
-            if !(step.at_s >= 0.0 && step.at_s <= self.duration_s) {
-                bail!("nemesis step at {} s lies outside the run", step.at_s);
+        for window in &self.nemesis {
+            let start = window.start_s;
+            if !(start >= 0.0 && start <= self.duration_s) {
+                bail!("a nemesis window starts at {start} s, outside the run");
             }
-            let named: Vec<u64> = match &step.action {
-                Action::Split { sides } => sides.iter().flatten().copied().collect(),
-                Action::OneWay { from, to } => from.iter().chain(to).copied().collect(),
-                Action::Partial { cuts } => cuts.iter().flatten().copied().collect(),
-                Action::Heal => Vec::new(),
+            if let Some(stop) = window.stop_s
+                && !(stop >= start && stop <= self.duration_s)
+            {
+                bail!("the nemesis window starting at {start} s stops at {stop} s: outside it");
+            }
+            let named: Vec<u64> = match &window.nemesis {
+                Nemesis::Partition { sides } => match sides {
+                    isle_sim::nemesis::Sides::One(node) => vec![*node],
+                    isle_sim::nemesis::Sides::Groups(groups) => {
+                        groups.iter().flatten().copied().collect()
+                    }
+                    _ => Vec::new(),
+                },
+                Nemesis::Cut { links } => links.iter().flatten().copied().collect(),
+                Nemesis::OneWay { from, to } => from.iter().chain(to).copied().collect(),
+                Nemesis::Flaky { nodes, .. } | Nemesis::Corrupt { nodes, .. } => nodes.clone(),
+                Nemesis::Crash { node }
+                | Nemesis::Restart { node }
+                | Nemesis::ClockSkew { node, .. }
+                | Nemesis::Pause { node }
+                | Nemesis::Membership { node } => vec![*node],
+                Nemesis::MajoritiesRing | Nemesis::Bridge => Vec::new(),
             };
             if let Some(bad) = named.iter().find(|id| !ids.contains(id)) {
                 bail!(
-                    "nemesis step at {} s names node {bad}, not in 1..={}",
-                    step.at_s,
+                    "the {} window at {start} s names node {bad}, not in 1..={}",
+                    window.nemesis.name(),
                     self.nodes
                 );
             }
         }
         Ok(())
     }
-}
-
-/// A tiny seeded generator (splitmix64): the workload's choices replay from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
-
-/// One node of the cluster under test.
-struct NodePlan {
-    id: u64,
-    peer: String,
-    http: String,
-    data_dir: PathBuf,
-    log: PathBuf,
-}
-
-/// A port in 20000..30000 nothing listens on, picked pseudo-randomly (below the ephemeral range,
-/// so outgoing connections do not take it before the node binds).
-fn pick_port(rng: &mut Rng, taken: &BTreeSet<u16>) -> anyhow::Result<u16> {
-    for _ in 0..500 {
-        let port = 20_000 + u16::try_from(rng.below(10_000))?;
-        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port found in 20000..30000")
-}
-
-fn plan(nodes: u64, dir: &Path) -> anyhow::Result<Vec<NodePlan>> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut rng = Rng(nanos ^ (u64::from(std::process::id()) << 32));
-    let mut taken = BTreeSet::new();
-    let mut plans = Vec::new();
-    for id in 1..=nodes {
-        let peer = pick_port(&mut rng, &taken)?;
-        taken.insert(peer);
-        let http = pick_port(&mut rng, &taken)?;
-        taken.insert(http);
-        plans.push(NodePlan {
-            id,
-            peer: format!("127.0.0.1:{peer}"),
-            http: format!("127.0.0.1:{http}"),
-            data_dir: dir.join(format!("n{id}")),
-            log: dir.join(format!("n{id}.log")),
-        });
-    }
-    Ok(plans)
-}
-
-fn spawn(plans: &[NodePlan], node: &NodePlan) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("locating the isle binary")?;
-    std::fs::create_dir_all(&node.data_dir)
-        .with_context(|| format!("creating {}", node.data_dir.display()))?;
-    let log = std::fs::File::create(&node.log)
-        .with_context(|| format!("creating {}", node.log.display()))?;
-    let peers: Vec<&str> = plans
-        .iter()
-        .filter(|n| n.id != node.id)
-        .map(|n| n.peer.as_str())
-        .collect();
-    let mut command = Command::new(exe);
-    command
-        .arg("node")
-        .args(["--id", &node.id.to_string()])
-        .args(["--listen", &node.peer, "--http", &node.http])
-        .arg("--data-dir")
-        .arg(&node.data_dir)
-        .args(["--bootstrap-expect", &plans.len().to_string()])
-        .arg("--allow-fault-injection")
-        .args([
-            "--ap-bucket",
-            &format!("{BUCKET}=siblings:{}", AP_REPLICAS.min(plans.len() as u64)),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .kill_on_drop(true);
-    if !peers.is_empty() {
-        command.args(["--peers", &peers.join(",")]);
-    }
-    command
-        .spawn()
-        .with_context(|| format!("starting node {}", node.id))
 }
 
 /// The run's shared recorder and clock.
@@ -783,89 +724,6 @@ impl ClientTask {
     }
 }
 
-/// The fault rules each node gets for an action: node id → rules.
-fn rules_for(action: &Action, nodes: u64) -> BTreeMap<u64, Vec<FaultRule>> {
-    let all: BTreeSet<u64> = (1..=nodes).collect();
-    let drop = |peer: u64, direction: Direction| FaultRule {
-        peer: NodeId(peer),
-        direction,
-        action: FaultAction::Drop,
-        probability: 1.0,
-    };
-    let mut rules: BTreeMap<u64, Vec<FaultRule>> = BTreeMap::new();
-    match action {
-        Action::Split { sides } => {
-            let mut sides: Vec<BTreeSet<u64>> = sides
-                .iter()
-                .map(|side| side.iter().copied().collect())
-                .collect();
-            let named: BTreeSet<u64> = sides.iter().flatten().copied().collect();
-            let rest: BTreeSet<u64> = all.difference(&named).copied().collect();
-            if !rest.is_empty() {
-                sides.push(rest);
-            }
-            for id in &all {
-                let Some(mine) = sides.iter().find(|side| side.contains(id)) else {
-                    continue;
-                };
-                for other in all.iter().filter(|other| !mine.contains(other)) {
-                    rules
-                        .entry(*id)
-                        .or_default()
-                        .push(drop(*other, Direction::Both));
-                }
-            }
-        }
-        Action::OneWay { from, to } => {
-            for sender in from {
-                for receiver in to.iter().filter(|r| *r != sender) {
-                    rules
-                        .entry(*sender)
-                        .or_default()
-                        .push(drop(*receiver, Direction::Outbound));
-                    rules
-                        .entry(*receiver)
-                        .or_default()
-                        .push(drop(*sender, Direction::Inbound));
-                }
-            }
-        }
-        Action::Partial { cuts } => {
-            for [a, b] in cuts {
-                if a == b {
-                    continue;
-                }
-                rules.entry(*a).or_default().push(drop(*b, Direction::Both));
-                rules.entry(*b).or_default().push(drop(*a, Direction::Both));
-            }
-        }
-        Action::Heal => {}
-    }
-    rules
-}
-
-/// Clears every node's faults, then installs `action`'s.
-async fn apply(
-    client: &reqwest::Client,
-    plans: &[NodePlan],
-    action: &Action,
-) -> anyhow::Result<()> {
-    for node in plans {
-        crate::client::delete(client, &node.http, "/v1/faults")
-            .await
-            .with_context(|| format!("clearing the faults of node {}", node.id))?;
-    }
-    for (id, rules) in rules_for(action, plans.len() as u64) {
-        let Some(node) = plans.iter().find(|n| n.id == id) else {
-            continue;
-        };
-        crate::client::post(client, &node.http, "/v1/faults", &json!(rules))
-            .await
-            .with_context(|| format!("cutting node {id}"))?;
-    }
-    Ok(())
-}
-
 /// Waits until every node answers, hears every other, and the CP keyspace serves a
 /// linearizable read.
 async fn wait_ready(client: &reqwest::Client, plans: &[NodePlan]) -> anyhow::Result<()> {
@@ -981,12 +839,17 @@ fn ap_value(value: &Value) -> ApValue {
     }
 }
 
-/// A nemesis step as it happened.
-#[derive(Serialize)]
+/// A nemesis window as it happened.
+#[derive(Debug, Clone, Serialize)]
 struct Applied {
-    at_s: f64,
-    action: Action,
-    error: Option<String>,
+    /// The scenario's window.
+    nemesis: Nemesis,
+    /// When it started, s after the clients started.
+    start_s: f64,
+    /// When it stopped (the final heal for a window without a stop).
+    stop_s: Option<f64>,
+    /// Whatever could not be done to make or undo it.
+    errors: Vec<String>,
 }
 
 /// Runs an `isle chaos` subcommand.
@@ -1004,7 +867,13 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         scenario.seed = seed;
     }
+    if let Some(engine) = args.engine {
+        scenario.engine = engine;
+    }
     scenario.validate()?;
+    if scenario.engine == EngineKind::Netns {
+        netns::preflight()?;
+    }
     let out = match &args.out {
         Some(out) => out.clone(),
         None => {
@@ -1016,41 +885,101 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("scenario.toml"), &text)?;
-    let nodes_dir = out.join("nodes");
-    let plans = plan(scenario.nodes, &nodes_dir)?;
-    let mut children = Vec::new();
-    for node in &plans {
-        children.push(spawn(&plans, node)?);
-    }
-    let result = drive(&scenario, &plans, &out).await;
-    for child in &mut children {
-        let _ = child.start_kill();
-    }
-    for child in &mut children {
-        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-    }
-    if !args.keep_data {
-        for node in &plans {
-            let _ = std::fs::remove_dir_all(&node.data_dir);
-        }
-    }
-    let violated = result?;
+    // The run lives on its own thread with its own runtime: in the netns engine that thread
+    // enters the client namespace, so every socket the workload opens is there. This task
+    // watches for Ctrl-C / SIGTERM and then stops the nodes and deletes the namespaces itself.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let engine = scenario.engine;
+    let keep_data = args.keep_data;
+    let run_out = out.clone();
+    std::thread::Builder::new()
+        .name("chaos-run".into())
+        .spawn(move || {
+            let result = run_on_this_thread(scenario, run_out, keep_data);
+            let _ = done_tx.send(result);
+        })
+        .context("starting the run's thread")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    let violated = tokio::select! {
+        result = done_rx => result.context("the run's thread died")??,
+        _ = tokio::signal::ctrl_c() => return interrupted(engine),
+        _ = terminate.recv() => return interrupted(engine),
+    };
     println!("run directory: {}", out.display());
     if violated {
-        bail!("the checkers found violations (see {})", out.display());
+        bail!(
+            "the checkers found violations or an expectation was missed (see {})",
+            out.display()
+        );
     }
     Ok(())
 }
 
+/// Stops every node this run started and deletes its namespaces, then fails.
+fn interrupted(engine: EngineKind) -> anyhow::Result<()> {
+    eprintln!("chaos: interrupted; stopping the nodes");
+    cluster::kill_all();
+    if engine == EngineKind::Netns {
+        for error in netns::delete_own() {
+            eprintln!("chaos: cleanup: {error}");
+        }
+    }
+    bail!("interrupted")
+}
+
+fn run_on_this_thread(scenario: Scenario, out: PathBuf, keep_data: bool) -> anyhow::Result<bool> {
+    let net = match scenario.engine {
+        EngineKind::Netns => {
+            let net = netns::Netns::create(scenario.nodes)?;
+            net.enter_client()?;
+            Some(net)
+        }
+        EngineKind::Loopback => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the run's runtime")?;
+    runtime.block_on(async move {
+        let plans = cluster::plan(scenario.nodes, &out.join("nodes"), net.as_ref())?;
+        let fabric = match net {
+            Some(net) => Fabric::Netns(net),
+            None => Fabric::Loopback,
+        };
+        let mut cluster = Cluster::start(plans.clone(), fabric)?;
+        let result = drive(&scenario, &mut cluster, &out).await;
+        for error in cluster.shutdown().await {
+            eprintln!("chaos: cleanup: {error}");
+        }
+        if !keep_data {
+            for node in &plans {
+                let _ = std::fs::remove_dir_all(&node.data_dir);
+            }
+        }
+        result
+    })
+}
+
+/// A start or stop of the schedule.
+enum Event {
+    Start(usize),
+    Stop(usize),
+}
+
 /// Runs the workload and nemesis, heals, checks. Ok(true) if something was violated.
-async fn drive(scenario: &Scenario, plans: &[NodePlan], out: &Path) -> anyhow::Result<bool> {
+async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow::Result<bool> {
     let admin = crate::client::http()?;
+    let plans = cluster.plans();
     let name = scenario.name.as_deref().unwrap_or("unnamed");
     println!(
-        "chaos: scenario {name:?}, {} nodes, seed {}, {} s",
-        scenario.nodes, scenario.seed, scenario.duration_s
+        "chaos: scenario {name:?}, {} nodes, {} engine, seed {}, {} s",
+        scenario.nodes,
+        scenario.engine.name(),
+        scenario.seed,
+        scenario.duration_s
     );
-    wait_ready(&admin, plans).await?;
+    wait_ready(&admin, &plans).await?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(1))
         .pool_max_idle_per_host(4)
@@ -1079,50 +1008,99 @@ async fn drive(scenario: &Scenario, plans: &[NodePlan], out: &Path) -> anyhow::R
             end,
         )));
     }
-    // The nemesis, in this task.
-    let mut steps = scenario.nemesis.clone();
-    steps.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    let mut applied = Vec::new();
-    for step in steps {
-        let at = lab.start + Duration::from_secs_f64(step.at_s);
-        tokio::time::sleep_until(at.into()).await;
-        let error = apply(&admin, plans, &step.action)
-            .await
-            .err()
-            .map(|e| format!("{e:#}"));
-        let at_s = lab.start.elapsed().as_secs_f64();
-        println!(
-            "chaos: {at_s:6.2} s  {}{}",
-            serde_json::to_string(&step.action).unwrap_or_default(),
-            error
-                .as_deref()
-                .map(|e| format!(" FAILED: {e}"))
-                .unwrap_or_default()
-        );
-        applied.push(Applied {
-            at_s,
-            action: step.action,
-            error,
-        });
+    // The nemesis, in this task: starts and stops in time order, each moving the cluster to
+    // the union of the active windows' effects.
+    let mut events: Vec<(f64, Event)> = Vec::new();
+    for (index, window) in scenario.nemesis.iter().enumerate() {
+        events.push((window.start_s, Event::Start(index)));
+        if let Some(stop) = window.stop_s.filter(|_| !window.nemesis.is_instant()) {
+            events.push((stop, Event::Stop(index)));
+        }
+    }
+    // Stops before starts at the same moment; otherwise in file order.
+    events.sort_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then_with(|| matches!(a.1, Event::Start(_)).cmp(&matches!(b.1, Event::Start(_))))
+    });
+    let mut applied: Vec<Applied> = scenario
+        .nemesis
+        .iter()
+        .map(|w| Applied {
+            nemesis: w.nemesis.clone(),
+            start_s: w.start_s,
+            stop_s: None,
+            errors: Vec::new(),
+        })
+        .collect();
+    let mut active: BTreeSet<usize> = BTreeSet::new();
+    let mut events = events.into_iter().peekable();
+    while let Some((at_s, event)) = events.next() {
+        tokio::time::sleep_until((lab.start + Duration::from_secs_f64(at_s)).into()).await;
+        // Everything due at this moment, as one change.
+        let mut batch = vec![event];
+        while let Some((next, _)) = events.peek()
+            && *next <= at_s
+        {
+            if let Some((_, e)) = events.next() {
+                batch.push(e);
+            }
+        }
+        let mut restart = Vec::new();
+        let mut touched = Vec::new();
+        for event in batch {
+            match event {
+                Event::Start(i) => {
+                    if let Nemesis::Restart { node } = applied[i].nemesis {
+                        restart.push(node);
+                    } else {
+                        active.insert(i);
+                    }
+                    touched.push(i);
+                }
+                Event::Stop(i) => {
+                    active.remove(&i);
+                    touched.push(i);
+                }
+            }
+        }
+        let target = Effects::of(active.iter().map(|i| &applied[*i].nemesis), scenario.nodes);
+        let errors = cluster.apply(&target, &restart).await;
+        let now_s = lab.start.elapsed().as_secs_f64();
+        for i in &touched {
+            if active.contains(i) || applied[*i].nemesis.is_instant() {
+                applied[*i].start_s = now_s;
+                if applied[*i].nemesis.is_instant() {
+                    applied[*i].stop_s = Some(now_s);
+                }
+            } else {
+                applied[*i].stop_s = Some(now_s);
+            }
+            applied[*i].errors.extend(errors.iter().cloned());
+            let what = serde_json::to_string(&applied[*i].nemesis).unwrap_or_default();
+            let verb = if active.contains(i) { "start" } else { "stop " };
+            println!("chaos: {now_s:6.2} s  {verb} {what}");
+        }
+        for error in &errors {
+            println!("chaos: {now_s:6.2} s  FAILED: {error}");
+        }
     }
     let mut open = Vec::new();
     for task in tasks {
         open.extend(task.await.context("a client task panicked")?);
     }
     // The final heal.
-    let heal_error = apply(&admin, plans, &Action::Heal)
-        .await
-        .err()
-        .map(|e| format!("{e:#}"));
+    let heal_errors = cluster.apply(&Effects::default(), &[]).await;
     let healed = Instant::now();
-    applied.push(Applied {
-        at_s: lab.start.elapsed().as_secs_f64(),
-        action: Action::Heal,
-        error: heal_error,
-    });
+    let healed_s = lab.start.elapsed().as_secs_f64();
+    for i in active {
+        applied[i].stop_s = Some(healed_s);
+        applied[i].errors.extend(heal_errors.iter().cloned());
+    }
+    for error in &heal_errors {
+        println!("chaos: {healed_s:6.2} s  heal FAILED: {error}");
+    }
     println!(
-        "chaos: {:6.2} s  clients stopped, healed; {} indeterminate increments to retry",
-        lab.start.elapsed().as_secs_f64(),
+        "chaos: {healed_s:6.2} s  clients stopped, healed; {} indeterminate increments to retry",
         open.len()
     );
     // Retry indeterminate increments with their request ids, so counters are exact.
@@ -1180,7 +1158,7 @@ async fn drive(scenario: &Scenario, plans: &[NodePlan], out: &Path) -> anyhow::R
     };
     let bound = Duration::from_secs_f64(scenario.expect.ap_converges_within_s);
     let (final_state, converged_after) = loop {
-        let (state, problem) = read_replicas(&admin, plans, &keys, &written).await;
+        let (state, problem) = read_replicas(&admin, &plans, &keys, &written).await;
         match problem {
             None => break (state, Some(healed.elapsed())),
             Some(_) if healed.elapsed() > bound => {
@@ -1201,7 +1179,7 @@ async fn drive(scenario: &Scenario, plans: &[NodePlan], out: &Path) -> anyhow::R
     let cp_history: History = history
         .ops
         .iter()
-        .filter(|op| op.op.keyspace() == isle_chaos::Keyspace::Cp)
+        .filter(|op| op.op.keyspace() == Keyspace::Cp)
         .cloned()
         .collect();
     let rules = BTreeMap::from([(BUCKET.to_string(), MergeRule::Siblings)]);
@@ -1209,7 +1187,8 @@ async fn drive(scenario: &Scenario, plans: &[NodePlan], out: &Path) -> anyhow::R
         linear::check(&cp_history),
         convergence::check(&history, &rules, &final_state),
     ];
-    let mut expectations = Verdict::new("expectations");
+    let figures = Figures::of(&history, &applied, scenario.nodes, scenario.duration_s);
+    let mut expectations = figures.expectations(&scenario.expect, &applied);
     match converged_after {
         Some(after) => expectations.note(format!(
             "AP converged {:.2} s after the heal (bound {} s)",
@@ -1225,33 +1204,216 @@ async fn drive(scenario: &Scenario, plans: &[NodePlan], out: &Path) -> anyhow::R
             Vec::new(),
         ),
     }
-    for step in applied.iter().filter(|s| s.error.is_some()) {
-        expectations.undecided(format!(
-            "nemesis step at {:.2} s failed: {}",
-            step.at_s,
-            step.error.as_deref().unwrap_or_default()
-        ));
-    }
     verdicts.push(expectations);
-    write_report(out, &history, &final_state, &applied, &verdicts)?;
+    let shades: Vec<report::Shade> = applied
+        .iter()
+        .map(|a| report::Shade {
+            label: label(&a.nemesis),
+            from_s: a.start_s,
+            to_s: a.stop_s.unwrap_or(healed_s),
+        })
+        .collect();
+    write_files(out, &history, &final_state, &applied, &verdicts, &figures)?;
+    let page = report::html(
+        name,
+        scenario.engine.name(),
+        &history,
+        &shades,
+        &verdicts,
+        &figures.availability,
+    );
+    std::fs::write(out.join("report.html"), page)?;
     let summary = summary(name, &history, &verdicts);
     print!("{summary}");
     std::fs::write(out.join("summary.txt"), &summary)?;
     Ok(verdicts.iter().any(Verdict::is_violated))
 }
 
-fn write_report(
+/// A short label for a nemesis in reports.
+fn label(nemesis: &Nemesis) -> String {
+    let json = serde_json::to_value(nemesis).unwrap_or(Value::Null);
+    let mut text = nemesis.name().to_string();
+    if let Some(fields) = json.as_object() {
+        for (key, value) in fields.iter().filter(|(k, _)| *k != "kind") {
+            text.push_str(&format!(" {key}={value}"));
+        }
+    }
+    text
+}
+
+/// Who hears whom both ways while `effects` hold: node → the nodes it exchanges messages
+/// with, itself included (nothing for a node that is down or paused).
+fn hears(effects: &Effects, nodes: u64) -> BTreeMap<u64, BTreeSet<u64>> {
+    (1..=nodes)
+        .filter(|id| !effects.down.contains(id) && !effects.paused.contains(id))
+        .map(|id| {
+            let set = (1..=nodes)
+                .filter(|o| *o == id || (effects.delivers(id, *o) && effects.delivers(*o, id)))
+                .collect();
+            (id, set)
+        })
+        .collect()
+}
+
+/// A refusal time: how long after a window's start a minority node first refused a CP write.
+#[derive(Debug, Clone, Serialize)]
+struct Refusal {
+    window: String,
+    node: String,
+    after_s: Option<f64>,
+    cp_writes: usize,
+}
+
+/// The figures of a run: availability per window, side and node; refusal times.
+#[derive(Debug, Clone, Serialize)]
+struct Figures {
+    availability: Vec<Availability>,
+    refusals: Vec<Refusal>,
+}
+
+impl Figures {
+    fn of(history: &History, applied: &[Applied], nodes: u64, duration_s: f64) -> Figures {
+        let ns = |s: f64| (s.max(0.0) * 1e9) as u64;
+        let mut availability = Vec::new();
+        let mut refusals = Vec::new();
+        for (index, window) in applied.iter().enumerate() {
+            let name = format!("#{} {}", index + 1, label(&window.nemesis));
+            let (from, to) = (
+                ns(window.start_s),
+                ns(window.stop_s.unwrap_or(duration_s).max(window.start_s)),
+            );
+            let effects = Effects::of([&window.nemesis], nodes);
+            let heard = hears(&effects, nodes);
+            let sides: BTreeMap<String, BTreeSet<String>> = heard
+                .values()
+                .filter(|set| set.len() as u64 != nodes)
+                .map(|set| {
+                    let names: BTreeSet<String> = set.iter().map(|id| format!("n{id}")).collect();
+                    let joined: Vec<String> = names.iter().cloned().collect();
+                    (joined.join(","), names)
+                })
+                .collect();
+            let w = availability::Window::new(name.clone(), from, to);
+            availability.extend(availability::figures(history, &[w], &sides));
+            // Nodes left without a majority (two-way) refuse CP writes.
+            for (id, set) in &heard {
+                if set.len() as u64 > nodes / 2 {
+                    continue;
+                }
+                let node = format!("n{id}");
+                let writes: Vec<&Operation> = history
+                    .ops
+                    .iter()
+                    .filter(|op| {
+                        op.node.as_deref() == Some(node.as_str())
+                            && op.op.keyspace() == Keyspace::Cp
+                            && op.op.is_mutation()
+                            && op.invoke >= from
+                            && op.invoke < to
+                    })
+                    .collect();
+                let first = writes
+                    .iter()
+                    .filter(|op| op.outcome == Outcome::Fail)
+                    .map(|op| op.complete.saturating_sub(from))
+                    .min();
+                refusals.push(Refusal {
+                    window: name.clone(),
+                    node,
+                    after_s: first.map(|t| t as f64 / 1e9),
+                    cp_writes: writes.len(),
+                });
+            }
+        }
+        Figures {
+            availability,
+            refusals,
+        }
+    }
+
+    fn expectations(&self, expect: &Expect, applied: &[Applied]) -> Verdict {
+        let mut verdict = Verdict::new("expectations");
+        for refusal in &self.refusals {
+            let text = format!(
+                "{}: minority node {} first refused a CP write {}",
+                refusal.window,
+                refusal.node,
+                refusal
+                    .after_s
+                    .map_or("never".to_string(), |s| format!("after {s:.2} s")),
+            );
+            match (expect.minority_refuses_cp_within_s, refusal.after_s) {
+                (Some(bound), Some(after)) if after > bound => {
+                    verdict.violation(None, format!("{text} (bound {bound} s)"), Vec::new());
+                }
+                (Some(bound), None) if refusal.cp_writes > 0 => {
+                    verdict.violation(
+                        None,
+                        format!(
+                            "{text} in {} CP writes (bound {bound} s)",
+                            refusal.cp_writes
+                        ),
+                        Vec::new(),
+                    );
+                }
+                (Some(_), None) => verdict.undecided(format!("{text}: no CP write was sent there")),
+                _ => verdict.note(text),
+            }
+        }
+        for (index, window) in applied.iter().enumerate() {
+            let name = format!("#{} {}", index + 1, label(&window.nemesis));
+            for (keyspace, bound) in [
+                (Keyspace::Cp, expect.cp_recovers_within_s),
+                (Keyspace::Ap, expect.ap_recovers_within_s),
+            ] {
+                let row = self
+                    .availability
+                    .iter()
+                    .find(|r| r.window == name && r.keyspace == keyspace && r.group == "all");
+                let Some(row) = row else { continue };
+                let after = row.first_ok_after.map(|t| t as f64 / 1e9);
+                let text = format!(
+                    "{name}: {keyspace} {}/{} ok during the window; first success {} after it",
+                    row.ok,
+                    row.requests,
+                    after.map_or("never".to_string(), |s| format!("{s:.2} s"))
+                );
+                match (bound, after) {
+                    (Some(bound), Some(after)) if after > bound => {
+                        verdict.violation(None, format!("{text} (bound {bound} s)"), Vec::new());
+                    }
+                    // A window that lasted to the end has nothing after it.
+                    (Some(bound), None) if window.stop_s.is_some() => verdict.undecided(format!(
+                        "{text}: no request succeeded after it (bound {bound} s)"
+                    )),
+                    _ => verdict.note(text),
+                }
+            }
+            for error in &window.errors {
+                verdict.undecided(format!("{name}: {error}"));
+            }
+        }
+        verdict
+    }
+}
+
+fn write_files(
     out: &Path,
     history: &History,
     final_state: &FinalState,
     applied: &[Applied],
     verdicts: &[Verdict],
+    figures: &Figures,
 ) -> anyhow::Result<()> {
     let file = std::fs::File::create(out.join("history.jsonl"))?;
     history.write_jsonl(std::io::BufWriter::new(file))?;
     std::fs::write(
         out.join("verdicts.json"),
         serde_json::to_string_pretty(verdicts)?,
+    )?;
+    std::fs::write(
+        out.join("figures.json"),
+        serde_json::to_string_pretty(figures)?,
     )?;
     std::fs::write(
         out.join("final-state.json"),
@@ -1298,49 +1460,122 @@ fn summary(name: &str, history: &History, verdicts: &[Verdict]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use isle_sim::nemesis::Sides;
 
     #[test]
-    fn scenarios_parse_and_cuts_become_rules() {
+    fn scenarios_use_the_nemesis_vocabulary() {
         let scenario: Scenario = toml::from_str(
             r#"
             nodes = 5
             duration_s = 10
+            engine = "netns"
             [workload]
             clients = 2
             [[nemesis]]
-            at_s = 1
-            action = "split"
-            sides = [[1, 2, 3], [4]]
+            start_s = 1
+            stop_s = 4
+            kind = "partition"
+            sides = { groups = [[1, 2, 3], [4, 5]] }
             [[nemesis]]
-            at_s = 2
-            action = "one-way"
+            start_s = 2
+            kind = "one-way"
             from = [1]
             to = [2]
             [[nemesis]]
-            at_s = 3
-            action = "heal"
+            start_s = 3
+            stop_s = 5
+            kind = "flaky"
+            fail_rate = 0.05
+            latency_ms_max = 100
+            [[nemesis]]
+            start_s = 5
+            kind = "restart"
+            node = 2
+            [[nemesis]]
+            start_s = 6
+            stop_s = 8
+            kind = "partition"
+            sides = "majority-minority"
             "#,
         )
         .unwrap();
         scenario.validate().unwrap();
-        let split = rules_for(&scenario.nemesis[0].action, 5);
-        // 4 alone, 5 alone (unnamed), 1..3 together.
-        assert_eq!(split[&1].len(), 2);
-        assert_eq!(split[&4].len(), 4);
-        assert_eq!(split[&5].len(), 4);
-        let one_way = rules_for(&scenario.nemesis[1].action, 5);
-        assert_eq!(one_way[&1][0].direction, Direction::Outbound);
-        assert_eq!(one_way[&2][0].direction, Direction::Inbound);
-        assert!(rules_for(&Action::Heal, 5).is_empty());
+        assert_eq!(scenario.engine, EngineKind::Netns);
+        assert_eq!(
+            scenario.nemesis[0].nemesis,
+            Nemesis::Partition {
+                sides: Sides::Groups(vec![vec![1, 2, 3], vec![4, 5]])
+            }
+        );
+        assert_eq!(scenario.nemesis[1].stop_s, None);
+        assert_eq!(scenario.nemesis[3].nemesis, Nemesis::Restart { node: 2 });
+        let heard = hears(&Effects::of([&scenario.nemesis[0].nemesis], 5), 5);
+        assert_eq!(heard[&4], BTreeSet::from([4, 5]));
+        assert_eq!(heard[&1], BTreeSet::from([1, 2, 3]));
     }
 
     #[test]
     fn bad_scenarios_are_refused() {
         let bad: Scenario = toml::from_str(
-            "nodes = 3\nduration_s = 5\n[[nemesis]]\nat_s = 1\naction = \"split\"\nsides = [[9]]\n",
+            "nodes = 3\nduration_s = 5\n[[nemesis]]\nstart_s = 1\nkind = \"crash\"\nnode = 9\n",
         )
         .unwrap();
         assert!(bad.validate().is_err());
+        let late: Scenario = toml::from_str(
+            "nodes = 3\nduration_s = 5\n[[nemesis]]\nstart_s = 1\nstop_s = 9\nkind = \"bridge\"\n",
+        )
+        .unwrap();
+        assert!(late.validate().is_err());
         assert!(toml::from_str::<Scenario>("nodes = 3\nduration_s = 5\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn a_minority_refusal_is_timed_from_the_window_start() {
+        let second = 1_000_000_000;
+        let mut history = History::new();
+        history.push(
+            Operation::new(
+                0,
+                "k",
+                Op::Write("a".into()),
+                2 * second,
+                3 * second,
+                Outcome::Fail,
+            )
+            .on("n3"),
+        );
+        history.push(
+            Operation::new(
+                1,
+                "k",
+                Op::Write("b".into()),
+                2 * second,
+                2 * second + 5,
+                Outcome::Ok(Ret::Ack),
+            )
+            .on("n1"),
+        );
+        let applied = [Applied {
+            nemesis: Nemesis::Partition {
+                sides: Sides::One(3),
+            },
+            start_s: 1.0,
+            stop_s: Some(5.0),
+            errors: Vec::new(),
+        }];
+        let figures = Figures::of(&history, &applied, 3, 10.0);
+        assert_eq!(figures.refusals.len(), 1);
+        assert_eq!(figures.refusals[0].node, "n3");
+        assert_eq!(figures.refusals[0].after_s, Some(2.0));
+        let strict = Expect {
+            minority_refuses_cp_within_s: Some(1.0),
+            ..Expect::default()
+        };
+        assert!(figures.expectations(&strict, &applied).is_violated());
+        let loose = Expect {
+            minority_refuses_cp_within_s: Some(3.0),
+            ..Expect::default()
+        };
+        assert!(!figures.expectations(&loose, &applied).is_violated());
     }
 }
