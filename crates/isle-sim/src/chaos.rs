@@ -1,6 +1,7 @@
 //! The run in `isle-chaos`'s terms — its history format (JSON lines), the final state of every
-//! primary replica — and that crate's checkers on it: AP convergence and merge rules, and
-//! availability per nemesis window and node.
+//! primary replica — and that crate's checkers on it: AP convergence and merge rules,
+//! availability per nemesis window and node, CP linearizability and fencing; plus "the
+//! minority refuses CP writes", judged from the nemeses in force.
 //!
 //! Keys are `bucket/key`; times are simulated nanoseconds; nodes are `n1`, `n2`, ...
 
@@ -13,6 +14,7 @@ use isle_chaos::{MergeRule, Verdict};
 
 use crate::engine::Run;
 use crate::history::{ApOp, ApValue, History, Operation, Outcome, Ret, Stamp};
+use crate::nemesis::{Effects, Nemesis};
 
 fn value(value: &ApValue) -> chaos::ApValue {
     match value {
@@ -78,9 +80,14 @@ fn operation(op: &Operation) -> chaos::Operation {
     }
 }
 
-/// The history in `isle-chaos`'s format.
+/// The whole history (AP operations, then CP ones) in `isle-chaos`'s format.
 pub fn history(history: &History) -> chaos::History {
-    history.ops.iter().map(operation).collect()
+    history
+        .ops
+        .iter()
+        .map(operation)
+        .chain(history.cp.iter().cloned())
+        .collect()
 }
 
 /// What every primary replica of every key held at the end (a primary with no copy reads as
@@ -151,4 +158,105 @@ pub fn availability(run: &Run) -> Vec<Availability> {
         &windows,
         &BTreeMap::<String, BTreeSet<String>>::new(),
     )
+}
+
+/// The CP operations in `isle-chaos`'s format.
+pub fn cp_history(history: &History) -> chaos::History {
+    chaos::History {
+        ops: history.cp.clone(),
+    }
+}
+
+/// `isle-chaos`'s linearizability checker on the CP registers.
+pub fn linearizability(run: &Run) -> Verdict {
+    isle_chaos::linear::check(&cp_history(&run.history))
+}
+
+/// `isle-chaos`'s fencing checker on the CP locks and fenced writes.
+pub fn fencing(run: &Run) -> Verdict {
+    isle_chaos::fencing::check(&cp_history(&run.history))
+}
+
+/// The nemesis effects in force over time: `(from_ns, effects)`, in time order, each lasting
+/// until the next.
+fn effects_timeline(run: &Run) -> Vec<(u64, Effects)> {
+    let n = run.config.nodes;
+    let mut active: Vec<&Nemesis> = Vec::new();
+    let mut timeline = vec![(0, Effects::default())];
+    for event in &run.history.nemeses {
+        if event.nemesis.is_instant() {
+            continue;
+        }
+        if event.start {
+            active.push(&event.nemesis);
+        } else if let Some(index) = active.iter().position(|a| **a == event.nemesis) {
+            active.remove(index);
+        }
+        timeline.push((event.at_ns, Effects::of(active.iter().copied(), n)));
+    }
+    timeline
+}
+
+/// Whether `node`'s side holds a majority of the CP voters under `effects`: the nodes it
+/// exchanges messages with both ways (directly or through others), counted against every node
+/// and against the voters left by membership nemeses. Only a side short of both is "without
+/// quorum" — during a membership change either configuration may rule.
+fn side_has_quorum(effects: &Effects, node: u64, n: u64) -> bool {
+    let mut side = BTreeSet::from([node]);
+    let mut frontier = vec![node];
+    while let Some(a) = frontier.pop() {
+        for b in 1..=n {
+            if !side.contains(&b) && effects.delivers(a, b) && effects.delivers(b, a) {
+                side.insert(b);
+                frontier.push(b);
+            }
+        }
+    }
+    if effects.down.contains(&node) || effects.paused.contains(&node) {
+        side.clear();
+    }
+    let all: BTreeSet<u64> = (1..=n).collect();
+    let voters: BTreeSet<u64> = all.difference(&effects.removed).copied().collect();
+    let majority = |of: &BTreeSet<u64>| side.intersection(of).count() > of.len() / 2;
+    majority(&all) || majority(&voters)
+}
+
+/// "The minority refuses CP writes": no CP mutation was acknowledged by a node whose side of
+/// the network lacked a quorum for the operation's whole lifetime (from invocation to
+/// acknowledgement no message could have carried it to a majority and back).
+pub fn minority_writes(run: &Run) -> Verdict {
+    let mut verdict = Verdict::new("minority refuses CP writes");
+    let n = run.config.nodes;
+    let timeline = effects_timeline(run);
+    let mut checked = 0;
+    for op in &run.history.cp {
+        if !op.op.is_mutation() || !matches!(op.outcome, chaos::Outcome::Ok(_)) {
+            continue;
+        }
+        let Some(node) = op
+            .node
+            .as_deref()
+            .and_then(|name| name.trim_start_matches('n').parse::<u64>().ok())
+        else {
+            continue;
+        };
+        checked += 1;
+        let overlapping = timeline.iter().enumerate().filter(|(index, (from, _))| {
+            let until = timeline.get(index + 1).map_or(u64::MAX, |(at, _)| *at);
+            *from <= op.complete && until > op.invoke
+        });
+        let mut ever_quorum = false;
+        for (_, (_, effects)) in overlapping {
+            ever_quorum |= side_has_quorum(effects, node, n);
+        }
+        if !ever_quorum {
+            verdict.violation(
+                Some(&op.key),
+                format!("n{node} acknowledged a CP write while its side held no quorum"),
+                vec![op.to_string()],
+            );
+        }
+    }
+    verdict.note(format!("{checked} acknowledged CP mutations checked"));
+    verdict
 }

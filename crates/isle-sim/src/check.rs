@@ -412,6 +412,7 @@ mod tests {
         History {
             seed: 0,
             ops,
+            cp: Vec::new(),
             nemeses: Vec::new(),
             finals: finals
                 .into_iter()

@@ -7,6 +7,7 @@ use isle_node::ap::ApConfig;
 use isle_node::cp::CpConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::cp::CpWorkloadConfig;
 use crate::nemesis::Schedule;
 use crate::workload::{LWW, SIBLINGS, WorkloadConfig};
 
@@ -53,8 +54,10 @@ pub struct SimConfig {
     /// The nodes' CP keyspace settings (Raft timings, request timeout); `bootstrap_expect` is
     /// always the cluster size.
     pub cp: CpConfig,
-    /// The clients.
+    /// The AP clients.
     pub workload: WorkloadConfig,
+    /// The CP clients.
+    pub cp_workload: CpWorkloadConfig,
     /// Nemeses, in ms after the workload starts.
     pub schedule: Schedule,
     /// How long the workload runs, ms; then every nemesis is healed.
@@ -82,6 +85,7 @@ impl Default for SimConfig {
             ap: sim_ap_config(3),
             cp: sim_cp_config(),
             workload: WorkloadConfig::default(),
+            cp_workload: CpWorkloadConfig::default(),
             schedule: Schedule::default(),
             run_ms: 6_000,
             boot_limit_ms: 5_000,
@@ -140,8 +144,16 @@ impl SimConfig {
     /// A run whose cluster size (3 or 5) and nemesis schedule are drawn from `seed` too: what
     /// the seed sweep runs.
     pub fn random(seed: u64) -> Self {
+        Self::random_among(seed, &[3, 5])
+    }
+
+    /// Like [`SimConfig::random`], the cluster size drawn from `sizes` (3 when empty).
+    pub fn random_among(seed: u64, sizes: &[u64]) -> Self {
         let mut rng = SeededRandom::new(seed ^ 0x5eed_5c4e_d01e);
-        let nodes = if rng.below(2) == 0 { 3 } else { 5 };
+        let nodes = match sizes.len() {
+            0 => 3,
+            len => sizes[rng.below(len as u64) as usize],
+        };
         let config = SimConfig::new(seed).nodes(nodes);
         let schedule = Schedule::random(&mut rng, nodes, config.run_ms);
         config.schedule(schedule)
@@ -178,6 +190,12 @@ impl SimConfig {
     /// Changes the network settings.
     pub fn net(mut self, tweak: impl FnOnce(&mut NetConfig)) -> Self {
         tweak(&mut self.net);
+        self
+    }
+
+    /// Changes the CP workload.
+    pub fn cp_workload(mut self, tweak: impl FnOnce(&mut CpWorkloadConfig)) -> Self {
+        tweak(&mut self.cp_workload);
         self
     }
 

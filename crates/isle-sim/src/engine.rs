@@ -7,8 +7,20 @@
 //! The harness runs between steps, on the caller's thread, so everything it does happens at a
 //! definite simulated time: the same seed replays the same run.
 //!
-//! Phases: boot (the cluster fully connected) → workload with the schedule → heal everything
-//! → drain in-flight operations → recover (every node Normal) → retry unacknowledged
+//! How the nemeses happen here: cuts, one-way cuts and flaky links are turmoil link states;
+//! crash and restart are turmoil's `crash`/`bounce` on a store that survives; clock skew moves
+//! the node's wall clock; corrupt installs `Corrupt` rules in the node's own fault layer;
+//! membership asks a running node's CP service to remove the voter (and to add it back as a
+//! learner, then promote it, when the nemesis stops). **Pause** cannot freeze a turmoil host,
+//! so it does the nearest thing: every link of the node holds its messages (delivered all at
+//! once on resume, as a SIGCONTed process finds its socket buffers full) and its clients send
+//! nothing new. Unlike SIGSTOP, the node's timers keep running: it may time out its peers or
+//! start an election meanwhile, whose messages wait like the rest; in-process requests already
+//! running continue.
+//!
+//! Phases: boot (the cluster fully connected, one CP leader over every voter) → workload with
+//! the schedule → heal everything → drain in-flight operations → recover (every node Normal)
+//! → restore the CP voters (a membership nemesis cut short) → retry unacknowledged
 //! increments with their request ids → converge (every key's replicas equal) → quiet →
 //! read every replica's final copy → check.
 
@@ -20,14 +32,18 @@ use isle_ap::ring::RingMember;
 use isle_ap::{Ring, key_hash};
 use isle_detect::{Partition, State};
 use isle_env::SeededRandom;
+use isle_node::cp::MembershipChange;
 use isle_node::{Env, NodeConfig, NodeHandle, Status};
 use isle_storage::RedbStore;
 use isle_types::NodeId;
 use tokio::sync::mpsc;
 
+use isle_chaos::history as chaos;
+
 use crate::client::{self, Done};
 use crate::clock::{SimClock, Skew};
 use crate::config::SimConfig;
+use crate::cp::{CpDone, CpRequest, CpWorkload, CpWorkloadConfig};
 use crate::history::{ApOp, ApValue, FinalCopy, History, NemesisEvent, Operation, Outcome};
 use crate::nemesis::{Action, Effects, Nemesis};
 use crate::net::TurmoilNetwork;
@@ -79,6 +95,12 @@ pub struct Figures {
     pub recovered_after_heal_ms: Option<u64>,
     /// From the heal until every key's replicas were equal, ms (`None`: not within the limit).
     pub converged_after_heal_ms: Option<u64>,
+    /// From the heal until every node was a CP voter and knew one leader, ms (`None`: not
+    /// within the limit).
+    pub cp_recovered_after_heal_ms: Option<u64>,
+    /// The fewest CP voters a running node reported during the workload (sampled every
+    /// 100 ms): below the cluster size when a membership nemesis took effect.
+    pub fewest_voters: u64,
     /// Increments retried after the heal (with their request ids).
     pub retried: usize,
     /// Total simulated time, ms.
@@ -121,13 +143,29 @@ struct Slot {
     live: Mutex<Option<Live>>,
 }
 
+/// What a client asks, in either keyspace.
+#[derive(Debug, Clone)]
+enum Task {
+    Ap(Request),
+    Cp(CpRequest),
+    /// CP membership changes, run in order, each retried until done (not a client operation).
+    Membership(Vec<MembershipChange>),
+}
+
+/// What a client learned, in either keyspace.
+enum Finished {
+    Ap(Done),
+    Cp(CpDone),
+    Membership,
+}
+
 /// One request for a node's clients.
 struct Job {
     id: u64,
-    request: Request,
+    task: Task,
 }
 
-type Completions = Arc<Mutex<Vec<(u64, Done)>>>;
+type Completions = Arc<Mutex<Vec<(u64, Finished)>>>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -152,7 +190,7 @@ fn node_config(config: &SimConfig, id: u64) -> NodeConfig {
         data_dir: "unused-in-memory".into(),
         zone: Default::default(),
         weight: 1,
-        allow_fault_injection: false,
+        allow_fault_injection: true,
         quorum_policy: Default::default(),
         detection: Default::default(),
         transport: Default::default(),
@@ -205,26 +243,41 @@ fn add_host(
     config: NodeConfig,
     slot: Arc<Slot>,
     done: Completions,
+    cp_config: CpWorkloadConfig,
 ) {
     let name = host_name(config.id.0);
     sim.host(name, move || {
         let (config, slot, done) = (config.clone(), Arc::clone(&slot), Arc::clone(&done));
+        let cp_config = cp_config.clone();
         async move {
             let seed = lock(&slot.rng).fork();
+            let clock: Arc<dyn isle_env::Clock> =
+                Arc::new(SimClock::new(sim_unix_ms()?, slot.skew.clone()));
             let env = Env {
-                clock: Arc::new(SimClock::new(sim_unix_ms()?, slot.skew.clone())),
+                clock: Arc::clone(&clock),
                 rng: seed,
                 net: Arc::new(TurmoilNetwork),
                 store: slot.store.clone(),
             };
             let handle = isle_node::start_with(config, env).await?;
             let (inbox, mut jobs) = mpsc::unbounded_channel::<Job>();
-            let ap = handle.ap.clone();
+            let (ap, cp) = (handle.ap.clone(), handle.cp.clone());
             *lock(&slot.live) = Some(Live { handle, inbox });
             while let Some(job) = jobs.recv().await {
-                let (ap, done) = (ap.clone(), Arc::clone(&done));
+                let (ap, cp, done) = (ap.clone(), cp.clone(), Arc::clone(&done));
+                let clock = Arc::clone(&clock);
+                let cp_config = cp_config.clone();
                 tokio::spawn(async move {
-                    let result = client::execute(&ap, job.request).await;
+                    let result = match job.task {
+                        Task::Ap(request) => Finished::Ap(client::execute(&ap, request).await),
+                        Task::Cp(request) => {
+                            Finished::Cp(crate::cp::execute(&cp, &request, &cp_config).await)
+                        }
+                        Task::Membership(changes) => {
+                            crate::cp::change_membership(&cp, clock.as_ref(), &changes).await;
+                            Finished::Membership
+                        }
+                    };
                     lock(&done).push((job.id, result));
                 });
             }
@@ -234,10 +287,33 @@ fn add_host(
     });
 }
 
+/// What a link between `a < b` should be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Link {
+    /// a → b dropped.
+    ab: bool,
+    /// b → a dropped.
+    ba: bool,
+    /// Messages wait (an end is paused).
+    hold: bool,
+}
+
+impl Link {
+    fn of(effects: &Effects, a: u64, b: u64) -> Link {
+        Link {
+            ab: effects.cuts.contains(&(a, b)),
+            ba: effects.cuts.contains(&(b, a)),
+            hold: effects.paused.contains(&a) || effects.paused.contains(&b),
+        }
+    }
+}
+
 /// A client process attached to a node.
 struct Process {
     id: u64,
     node: u64,
+    /// A CP client (else an AP one).
+    cp: bool,
     busy: bool,
     next_at_ms: u64,
 }
@@ -246,7 +322,7 @@ struct Process {
 struct InFlight {
     process: u64,
     node: u64,
-    request: Request,
+    task: Task,
     invoke_ns: u64,
 }
 
@@ -256,6 +332,7 @@ struct Engine {
     slots: BTreeMap<u64, Arc<Slot>>,
     done: Completions,
     workload: Workload,
+    cp_workload: CpWorkload,
     processes: Vec<Process>,
     next_process: u64,
     in_flight: BTreeMap<u64, InFlight>,
@@ -301,10 +378,17 @@ impl Engine {
                 rng: Mutex::new(root.fork()),
                 live: Mutex::new(None),
             });
-            add_host(&mut sim, node, Arc::clone(&slot), Arc::clone(&done));
+            add_host(
+                &mut sim,
+                node,
+                Arc::clone(&slot),
+                Arc::clone(&done),
+                config.cp_workload.clone(),
+            );
             slots.insert(id, slot);
         }
         let workload = Workload::new(config.workload.clone(), root.fork());
+        let cp_workload = CpWorkload::new(config.cp_workload.clone(), root.fork());
         let history = History {
             seed: config.seed,
             ..History::default()
@@ -315,6 +399,7 @@ impl Engine {
             slots,
             done,
             workload,
+            cp_workload,
             processes: Vec::new(),
             next_process: 1,
             in_flight: BTreeMap::new(),
@@ -345,6 +430,7 @@ impl Engine {
             });
         }
         self.reassert_cuts_on_flaky_links();
+        self.install_corruption(false);
         let completed = std::mem::take(&mut *lock(&self.done));
         let now_ns = self.now_ns();
         for (job, done) in completed {
@@ -355,32 +441,66 @@ impl Engine {
         Ok(())
     }
 
-    fn record(&mut self, flight: InFlight, complete_ns: u64, done: Done) {
-        let operation = Operation {
-            process: flight.process,
-            node: flight.node,
-            bucket: flight.request.bucket,
-            key: flight.request.key,
-            op: done.op,
-            request_id: flight.request.request_id,
-            level: flight.request.level.map(|level| level.to_string()),
-            invoke_ns: flight.invoke_ns,
-            complete_ns,
-            outcome: done.outcome,
-            error: done.error,
-        };
-        self.workload.observe(&operation);
+    fn record(&mut self, flight: InFlight, complete_ns: u64, finished: Finished) {
+        let process = flight.process;
+        match (flight.task, finished) {
+            (Task::Ap(request), Finished::Ap(done)) => {
+                let operation = Operation {
+                    process,
+                    node: flight.node,
+                    bucket: request.bucket,
+                    key: request.key,
+                    op: done.op,
+                    request_id: request.request_id,
+                    level: request.level.map(|level| level.to_string()),
+                    invoke_ns: flight.invoke_ns,
+                    complete_ns,
+                    outcome: done.outcome,
+                    error: done.error,
+                };
+                self.workload.observe(&operation);
+                self.history.ops.push(operation);
+            }
+            (Task::Cp(request), Finished::Cp(done)) => {
+                self.cp_workload.observe(process, &request, &done);
+                self.history.cp.push(chaos::Operation {
+                    process,
+                    node: Some(host_name(flight.node)),
+                    key: request.key().to_string(),
+                    op: request.op(),
+                    request_id: None,
+                    invoke: flight.invoke_ns,
+                    complete: complete_ns,
+                    outcome: done.outcome,
+                    error: done.error,
+                });
+            }
+            // A job's answer always matches its task; nothing to record otherwise.
+            _ => {}
+        }
         let think_ms = self.workload.think_ms();
         let now_ms = self.now_ms();
-        if let Some(process) = self
-            .processes
-            .iter_mut()
-            .find(|p| p.id == operation.process)
-        {
-            process.busy = false;
-            process.next_at_ms = now_ms + think_ms;
+        if let Some(p) = self.processes.iter_mut().find(|p| p.id == process) {
+            p.busy = false;
+            p.next_at_ms = now_ms + think_ms;
         }
-        self.history.ops.push(operation);
+    }
+
+    /// What a client cut off (crash, end of run) learned: nothing.
+    fn cut_off(task: &Task, error: &str) -> Finished {
+        match task {
+            Task::Ap(request) => Finished::Ap(Done {
+                outcome: Outcome::Indeterminate,
+                op: request.op.clone().cut_off(),
+                error: Some(error.into()),
+            }),
+            Task::Cp(_) => Finished::Cp(CpDone {
+                outcome: chaos::Outcome::Indeterminate,
+                error: Some(error.into()),
+                held: None,
+            }),
+            Task::Membership(_) => Finished::Membership,
+        }
     }
 
     fn live(&self, node: u64) -> Option<NodeHandle> {
@@ -389,14 +509,14 @@ impl Engine {
     }
 
     /// Sends `request` to the clients of `node`; false if the node is not running.
-    fn dispatch(&mut self, node: u64, process: u64, request: Request) -> bool {
+    fn dispatch(&mut self, node: u64, process: u64, task: Task) -> bool {
         let Some(slot) = self.slots.get(&node) else {
             return false;
         };
         let id = self.next_job;
         let job = Job {
             id,
-            request: request.clone(),
+            task: task.clone(),
         };
         let sent = lock(&slot.live)
             .as_ref()
@@ -409,7 +529,7 @@ impl Engine {
                 InFlight {
                     process,
                     node,
-                    request,
+                    task,
                     invoke_ns,
                 },
             );
@@ -514,22 +634,27 @@ impl Engine {
             });
         }
         self.figures.boot_ms = self.now_ms();
+        self.figures.fewest_voters = self.config.nodes;
         self.t0_ms = self.now_ms();
         for node in 1..=self.config.nodes {
             for _ in 0..self.config.workload.clients_per_node {
-                self.spawn_process(node);
+                self.spawn_process(node, false);
+            }
+            for _ in 0..self.config.cp_workload.clients_per_node {
+                self.spawn_process(node, true);
             }
         }
         Ok(())
     }
 
-    fn spawn_process(&mut self, node: u64) {
+    fn spawn_process(&mut self, node: u64, cp: bool) {
         let id = self.next_process;
         self.next_process += 1;
         let next_at_ms = self.now_ms() + self.workload.think_ms();
         self.processes.push(Process {
             id,
             node,
+            cp,
             busy: false,
             next_at_ms,
         });
@@ -546,6 +671,14 @@ impl Engine {
                 self.act(step.action);
             }
             self.dispatch_due();
+            if self.now_ms().is_multiple_of(100) {
+                let voters = (1..=self.config.nodes)
+                    .find_map(|id| self.live(id))
+                    .map(|h| h.cp.raft_status().voters.len() as u64);
+                if let Some(voters) = voters {
+                    self.figures.fewest_voters = self.figures.fewest_voters.min(voters);
+                }
+            }
             self.step()?;
         }
         Ok(())
@@ -555,13 +688,18 @@ impl Engine {
     fn dispatch_due(&mut self) {
         let now_ms = self.now_ms();
         for index in 0..self.processes.len() {
-            let (id, node, due) = {
+            let (id, node, cp, due) = {
                 let p = &self.processes[index];
-                (p.id, p.node, !p.busy && p.next_at_ms <= now_ms)
+                (p.id, p.node, p.cp, !p.busy && p.next_at_ms <= now_ms)
             };
-            if due && self.live(node).is_some() {
-                let request = self.workload.next_request();
-                if self.dispatch(node, id, request) {
+            // A paused node's clients wait: the process answers nothing, new requests included.
+            if due && self.live(node).is_some() && !self.applied.paused.contains(&node) {
+                let task = if cp {
+                    Task::Cp(self.cp_workload.next_request(id))
+                } else {
+                    Task::Ap(self.workload.next_request())
+                };
+                if self.dispatch(node, id, task) {
                     self.processes[index].busy = true;
                 }
             }
@@ -578,8 +716,8 @@ impl Engine {
                     nemesis: Nemesis::Restart { node },
                 });
                 if !self.applied.down.contains(&node) && self.slots.contains_key(&node) {
-                    let cuts = self.applied.cuts.clone();
-                    self.kill(node, true, &cuts);
+                    let effects = self.applied.clone();
+                    self.kill(node, true, &effects);
                 }
             }
             Action::Start(nemesis) => {
@@ -623,8 +761,8 @@ impl Engine {
     /// messages would draw latencies from turmoil's RNG in a different order on every run.
     /// Cut off, they are dropped without a draw. Peers are not told (a machine crash, not a
     /// process exit): they find out through the failure detector. Links are then set back to
-    /// `cuts`.
-    fn kill(&mut self, node: u64, restart: bool, cuts: &BTreeSet<(u64, u64)>) {
+    /// what `effects` asks.
+    fn kill(&mut self, node: u64, restart: bool, effects: &Effects) {
         if let Some(slot) = self.slots.get(&node) {
             *lock(&slot.live) = None;
         }
@@ -639,7 +777,7 @@ impl Engine {
         }
         for &other in &others {
             let (a, b) = (node.min(other), node.max(other));
-            self.set_link(a, b, (cuts.contains(&(a, b)), cuts.contains(&(b, a))));
+            self.set_link(a, b, Link::of(effects, a, b));
         }
         let now_ns = self.now_ns();
         let cut_off: Vec<u64> = self
@@ -651,13 +789,9 @@ impl Engine {
         for job in cut_off {
             if let Some(flight) = self.in_flight.remove(&job) {
                 let process = flight.process;
-                let op = flight.request.op.clone().cut_off();
-                let done = Done {
-                    outcome: Outcome::Indeterminate,
-                    op,
-                    error: Some("node crashed with the request in flight".into()),
-                };
+                let done = Engine::cut_off(&flight.task, "node crashed with the request in flight");
                 self.record(flight, now_ns, done);
+                self.cp_workload.retire(process);
                 if let Some(p) = self.processes.iter_mut().find(|p| p.id == process) {
                     p.id = self.next_process;
                     self.next_process += 1;
@@ -671,15 +805,13 @@ impl Engine {
         let n = self.config.nodes;
         for a in 1..=n {
             for b in a + 1..=n {
-                let want = (
-                    effects.cuts.contains(&(a, b)),
-                    effects.cuts.contains(&(b, a)),
-                );
-                let had = (
-                    self.applied.cuts.contains(&(a, b)),
-                    self.applied.cuts.contains(&(b, a)),
-                );
+                let want = Link::of(&effects, a, b);
+                let had = Link::of(&self.applied, a, b);
                 if want != had {
+                    if had.hold && !want.hold {
+                        // The paused side resumes: what waited in the socket buffers arrives.
+                        self.sim.release(host_name(a), host_name(b));
+                    }
                     self.set_link(a, b, want);
                 }
                 let flaky = effects.flaky.get(&(a, b));
@@ -705,7 +837,7 @@ impl Engine {
             .copied()
             .collect();
         for node in crashed {
-            self.kill(node, false, &effects.cuts);
+            self.kill(node, false, &effects);
         }
         for node in self.applied.down.difference(&effects.down) {
             self.sim.bounce(host_name(*node));
@@ -713,15 +845,102 @@ impl Engine {
         for (id, slot) in &self.slots {
             slot.skew.set(effects.skew_ms.get(id).copied().unwrap_or(0));
         }
+        let membership = (
+            effects
+                .removed
+                .difference(&self.applied.removed)
+                .copied()
+                .collect::<Vec<_>>(),
+            self.applied
+                .removed
+                .difference(&effects.removed)
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        let corrupt_changed = effects.corrupt != self.applied.corrupt;
         self.applied = effects;
+        if corrupt_changed {
+            self.install_corruption(true);
+        }
+        for node in membership.0 {
+            self.change_membership(node, vec![MembershipChange::Remove(node)]);
+        }
+        for node in membership.1 {
+            self.change_membership(
+                node,
+                vec![
+                    MembershipChange::AddLearner(node),
+                    MembershipChange::Promote(node),
+                ],
+            );
+        }
     }
 
-    /// Sets the link between `a < b`: `(a→b cut, b→a cut)`.
-    fn set_link(&self, a: u64, b: u64, (ab, ba): (bool, bool)) {
+    /// Puts the corrupt nemesis into the nodes' own fault layers: every link of a corrupting
+    /// node corrupts frames (both directions, as seen from that node) with its rate. A node
+    /// that restarts comes back with an empty fault table, so this runs after every step while
+    /// corruption is on (`force`: also redo nodes whose rules are in place).
+    fn install_corruption(&mut self, force: bool) {
+        if !force && self.applied.corrupt.is_empty() {
+            return;
+        }
+        let n = self.config.nodes;
+        for node in 1..=n {
+            let Some(handle) = self.live(node) else {
+                continue;
+            };
+            let rate = self.applied.corrupt.get(&node).copied();
+            let installed = !handle.faults.list().is_empty();
+            match rate {
+                Some(rate) if !installed || force => {
+                    let _ = handle.faults.clear();
+                    for peer in (1..=n).filter(|peer| *peer != node) {
+                        let _ = handle.faults.add(isle_net::FaultRule {
+                            peer: NodeId(peer),
+                            direction: isle_net::Direction::Both,
+                            action: isle_net::FaultAction::Corrupt,
+                            probability: rate,
+                        });
+                    }
+                }
+                None if installed => {
+                    let _ = handle.faults.clear();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Asks a running node (the lowest id that is up, not paused and not `node`, else `node`)
+    /// to make CP membership changes, in order, retrying each until it is done. Not recorded as
+    /// client operations; the heal re-adds any voter still missing.
+    fn change_membership(&mut self, node: u64, changes: Vec<MembershipChange>) {
+        let runner = (1..=self.config.nodes)
+            .filter(|id| *id != node && !self.applied.paused.contains(id))
+            .chain([node])
+            .find(|id| self.live(*id).is_some());
+        let Some(slot) = runner.and_then(|runner| self.slots.get(&runner)) else {
+            return;
+        };
+        // Not in flight: the drain does not wait for it, nothing is recorded.
+        let job = Job {
+            id: u64::MAX,
+            task: Task::Membership(changes),
+        };
+        if let Some(live) = lock(&slot.live).as_ref() {
+            let _ = live.inbox.send(job);
+        }
+    }
+
+    /// Sets the link between `a < b`.
+    fn set_link(&self, a: u64, b: u64, link: Link) {
         let (ha, hb) = (host_name(a), host_name(b));
         self.sim.repair(ha.as_str(), hb.as_str());
-        match (ab, ba) {
+        match (link.ab, link.ba) {
             (true, true) => self.sim.partition(ha.as_str(), hb.as_str()),
+            // A paused end: messages wait (a one-way cut on a held link delays instead of
+            // dropping; turmoil holds a link both ways).
+            _ if link.hold => self.sim.hold(ha.as_str(), hb.as_str()),
             (true, false) => self.sim.partition_oneway(ha.as_str(), hb.as_str()),
             (false, true) => self.sim.partition_oneway(hb.as_str(), ha.as_str()),
             (false, false) => {}
@@ -729,14 +948,12 @@ impl Engine {
     }
 
     /// turmoil's random link failures overwrite a link's state (a one-way cut included) and
-    /// its random repair heals it: cuts on flaky links are therefore put back after each step.
+    /// its random repair heals it: cuts and holds on flaky links are therefore put back after
+    /// each step.
     fn reassert_cuts_on_flaky_links(&self) {
         for &(a, b) in self.applied.flaky.keys() {
-            let want = (
-                self.applied.cuts.contains(&(a, b)),
-                self.applied.cuts.contains(&(b, a)),
-            );
-            if want != (false, false) {
+            let want = Link::of(&self.applied, a, b);
+            if want != Link::default() {
                 self.set_link(a, b, want);
             }
         }
@@ -753,6 +970,7 @@ impl Engine {
         self.figures.recovered_after_heal_ms = self
             .healthy()
             .then(|| self.now_ms() - self.figures.heal_at_ms);
+        self.restore_voters()?;
         self.retry_increments()?;
         let converge_ms = self.config.converge_limit_ms;
         self.run_until(converge_ms, CONVERGE_POLL_MS, Engine::converged)?;
@@ -766,16 +984,44 @@ impl Engine {
         Ok(())
     }
 
+    /// Every node must be a CP voter again (a membership nemesis whose re-add was cut off is
+    /// redone) and every node must know one leader: `cp_recovered_after_heal_ms`.
+    fn restore_voters(&mut self) -> Result<(), SimError> {
+        let limit_ms = self.config.recover_limit_ms;
+        let start_ms = self.now_ms();
+        let mut asked_ms = None;
+        while !self.cp_ready() && self.now_ms() < start_ms + limit_ms {
+            if asked_ms.is_none_or(|at| self.now_ms() >= at + 2_000) {
+                asked_ms = Some(self.now_ms());
+                let voters = (1..=self.config.nodes)
+                    .find_map(|id| self.live(id))
+                    .map(|h| h.cp.raft_status().voters)
+                    .unwrap_or_default();
+                for node in (1..=self.config.nodes).filter(|id| !voters.contains(id)) {
+                    self.change_membership(
+                        node,
+                        vec![
+                            MembershipChange::AddLearner(node),
+                            MembershipChange::Promote(node),
+                        ],
+                    );
+                }
+            }
+            for _ in 0..10 {
+                self.step()?;
+            }
+        }
+        self.figures.cp_recovered_after_heal_ms = self
+            .cp_ready()
+            .then(|| self.now_ms() - self.figures.heal_at_ms);
+        Ok(())
+    }
+
     /// Operations still in flight after the drain: the client gives up, outcome unknown.
     fn give_up_in_flight(&mut self) {
         let now_ns = self.now_ns();
         for (_, flight) in std::mem::take(&mut self.in_flight) {
-            let op = flight.request.op.clone().cut_off();
-            let done = Done {
-                outcome: Outcome::Indeterminate,
-                op,
-                error: Some("no answer before the run ended".into()),
-            };
+            let done = Engine::cut_off(&flight.task, "no answer before the run ended");
             self.record(flight, now_ns, done);
         }
     }
@@ -793,7 +1039,7 @@ impl Engine {
                 let node = 1 + index as u64 % self.config.nodes;
                 let process = self.next_process;
                 self.next_process += 1;
-                self.dispatch(node, process, request);
+                self.dispatch(node, process, Task::Ap(request));
             }
             let drain_ms = self.config.drain_limit_ms;
             self.run_until(drain_ms, 1, |e| e.in_flight.is_empty())?;

@@ -260,8 +260,12 @@ pub struct FinalCopy {
 pub struct History {
     /// The seed the run was derived from.
     pub seed: u64,
-    /// Operations, in completion order.
+    /// AP operations, in completion order.
     pub ops: Vec<Operation>,
+    /// CP operations, in completion order, in `isle-chaos`'s shape (keys `cp/r*`, `cp/f*`
+    /// and lock names; nodes `n1`, `n2`, ...; times in simulated ns).
+    #[serde(default)]
+    pub cp: Vec<isle_chaos::history::Operation>,
     /// Nemesis events, in time order.
     pub nemeses: Vec<NemesisEvent>,
     /// Every replica's final copy of every key the workload touched, by `bucket/key`.
@@ -282,6 +286,10 @@ impl History {
             out.push_str(&serde_json::to_string(op)?);
             out.push('\n');
         }
+        for op in &self.cp {
+            out.push_str(&serde_json::to_string(&serde_json::json!({ "cp": op }))?);
+            out.push('\n');
+        }
         for (key, copies) in &self.finals {
             out.push_str(&serde_json::to_string(
                 &serde_json::json!({ "final": key, "copies": copies }),
@@ -291,7 +299,7 @@ impl History {
         Ok(out)
     }
 
-    /// How many operations ended each way: `(ok, fail, indeterminate)`.
+    /// How many AP operations ended each way: `(ok, fail, indeterminate)`.
     pub fn outcome_counts(&self) -> (usize, usize, usize) {
         self.ops
             .iter()
@@ -299,6 +307,18 @@ impl History {
                 Outcome::Ok(_) => (ok + 1, fail, unknown),
                 Outcome::Fail => (ok, fail + 1, unknown),
                 Outcome::Indeterminate => (ok, fail, unknown + 1),
+            })
+    }
+
+    /// How many CP operations ended each way: `(ok, fail, indeterminate)`.
+    pub fn cp_outcome_counts(&self) -> (usize, usize, usize) {
+        use isle_chaos::history::Outcome as CpOutcome;
+        self.cp
+            .iter()
+            .fold((0, 0, 0), |(ok, fail, unknown), op| match op.outcome {
+                CpOutcome::Ok(_) => (ok + 1, fail, unknown),
+                CpOutcome::Fail => (ok, fail + 1, unknown),
+                CpOutcome::Indeterminate => (ok, fail, unknown + 1),
             })
     }
 }

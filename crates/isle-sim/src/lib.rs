@@ -1,4 +1,4 @@
-//! Isle's simulation engine (issue 5, first slice): the whole cluster — real node code
+//! Isle's simulation engine (issue 5): the whole cluster — real node code
 //! (`isle_node::start_with`, what `isle node` runs), in-memory redb stores, turmoil's virtual
 //! network and clock — in one process, driven by a seed, so the same seed replays the same run
 //! exactly.
@@ -19,28 +19,34 @@
 //!
 //! - [`config`]: what a run is made of ([`SimConfig`]).
 //! - [`nemesis`]: the fault vocabulary ([`Nemesis`], [`Schedule`]), shared with the process engine.
-//! - [`workload`]: what the clients ask; [`client`]: how they ask a node.
+//! - [`workload`]: what the AP clients ask; [`client`]: how they ask a node; [`cp`]: the CP
+//!   clients (registers, compare-and-set, lock → fenced writes → release).
 //! - [`history`]: what a run records; [`check`](mod@check): the AP promises checked on it;
 //!   [`chaos`]: the same run in `isle-chaos`'s format, and that crate's checkers on it.
 //! - [`engine`]: turmoil hosts, the harness, the phases of a run.
+//! - [`sweep`]: one run with every checker, and a sweep of seeds on every core (what
+//!   `isle chaos sim` runs).
 //! - [`net`], [`clock`]: the seams the nodes run on (turmoil TCP, a skewable virtual clock).
 //!
-//! Determinism rests on: one seed for turmoil, every node RNG and the workload; turmoil's
-//! single-threaded, step-by-step scheduling; the wall clock derived from turmoil's epoch;
-//! every `select!` in node code `biased`; the harness acting only between steps; a crashing
-//! node cut off while its tasks are dropped (see `engine`); and the CP keyspace started but
-//! inert (never bootstrapped, Raft ticks beyond the run), because openraft draws its tick
-//! phase and election timeouts from an unseeded RNG.
+//! Determinism rests on: one seed for turmoil, every node RNG, openraft's RNG (each node's
+//! Raft is created in a scope seeded from the node's RNG) and the workloads; tokio's own RNG
+//! seeded by turmoil (`--cfg tokio_unstable`, set in `.cargo/config.toml`: which waiter a watch
+//! channel wakes first is drawn from it); turmoil's single-threaded, step-by-step scheduling;
+//! the wall clock derived from turmoil's epoch; every `select!` in node code `biased`; the
+//! harness acting only between steps; and a crashing node cut off while its tasks are dropped
+//! (see `engine`).
 
 pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod cp;
 pub mod engine;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod sweep;
 pub mod workload;
 
 pub use check::{Violation, check};

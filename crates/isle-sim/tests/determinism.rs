@@ -1,5 +1,6 @@
-//! The same seed gives the same history twice: byte-identical JSON lines, nemeses and final
-//! replica copies included. The two runs go on two threads at once (fresh thread-locals, half
+//! The same seed gives the same history twice: byte-identical JSON lines — AP and CP
+//! operations (Raft elections included: openraft's RNG is seeded), nemeses and final replica
+//! copies. The two runs go on two threads at once (fresh thread-locals, half
 //! the wall time). `ISLE_SIM_SEED` picks the seed (default 3).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -41,6 +42,13 @@ fn config(seed: u64) -> SimConfig {
 
 fn history(seed: u64) -> String {
     let run = isle_sim::run(config(seed)).unwrap_or_else(|e| panic!("{e}"));
+    // Both keyspaces must be in what is compared: acknowledged CP writes and reads included.
+    let (cp_ok, _, _) = run.history.cp_outcome_counts();
+    assert!(
+        cp_ok >= 10 && run.history.ops.len() >= 10,
+        "seed {seed}: too few operations to compare ({cp_ok} CP acknowledged, {} AP)",
+        run.history.ops.len()
+    );
     run.history
         .to_json_lines()
         .unwrap_or_else(|e| panic!("seed {seed}: history does not serialize: {e}"))
@@ -48,6 +56,14 @@ fn history(seed: u64) -> String {
 
 #[test]
 fn the_same_seed_gives_the_same_history_twice() {
+    // tokio seeds its own RNG (watch wake-ups, select!) only with this cfg (.cargo/config.toml).
+    #[allow(unexpected_cfgs)]
+    let seeded_tokio = cfg!(tokio_unstable);
+    assert!(
+        seeded_tokio,
+        "built without --cfg tokio_unstable (RUSTFLAGS replaces .cargo/config.toml's flags): \
+         tokio's RNG is unseeded and CP runs cannot replay"
+    );
     let seed = seed();
     println!("determinism seed {seed} (replay: ISLE_SIM_SEED={seed})");
     let (first, second) = std::thread::scope(|scope| {

@@ -1,6 +1,7 @@
-//! One run per nemesis of the vocabulary, on 3 and 5 nodes: each must pass every AP check
+//! One run per nemesis of the vocabulary, on 3 and 5 nodes: each must pass every check — AP
 //! (convergence, no lost acknowledged write, deleted stays deleted, counters equal to their
-//! increments, lww keeps the latest) and recover after the heal.
+//! increments, lww keeps the latest), CP (linearizable registers, fencing, the minority
+//! refuses writes) — and recover after the heal.
 
 mod common;
 
@@ -101,5 +102,24 @@ fn crashes_restarts_and_clock_skew() {
             },
             Nemesis::Crash { node: 4 },
         ],
+    );
+}
+
+#[test]
+fn pause_corrupt_and_membership() {
+    run(61, 3, vec![Nemesis::Pause { node: 1 }]);
+    run(
+        62,
+        5,
+        vec![Nemesis::Corrupt {
+            nodes: vec![2, 4],
+            rate: 0.2,
+        }],
+    );
+    run(63, 3, vec![Nemesis::Membership { node: 3 }]);
+    run(
+        64,
+        5,
+        vec![Nemesis::Membership { node: 1 }, Nemesis::Pause { node: 2 }],
     );
 }

@@ -9,10 +9,6 @@
 
 mod common;
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
-
 use isle_sim::SimConfig;
 
 fn env(name: &str) -> Option<u64> {
@@ -57,38 +53,46 @@ fn sweep_one(seed: u64, twice: bool) -> (String, bool) {
 
 #[test]
 fn seed_sweep() {
-    let wall = Instant::now();
     let seeds = seeds();
     let twice = env("ISLE_SIM_TWICE").is_some_and(|v| v != 0);
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(seeds.len().max(1));
-    let next = AtomicUsize::new(0);
-    let failed = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let (report, ok) = sweep_one(seed, twice);
-                    println!("{report}");
-                    if !ok {
-                        failed.lock().unwrap_or_else(|e| e.into_inner()).push(seed);
-                    }
-                }
-            });
-        }
-    });
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let wall = std::time::Instant::now();
+    let report = isle_sim::sweep::sweep(
+        &seeds,
+        workers,
+        |seed| {
+            let (line, ok) = sweep_one(seed, twice);
+            isle_sim::sweep::Checked {
+                seed,
+                nodes: 0,
+                nemeses: Vec::new(),
+                line,
+                violations: if ok {
+                    Vec::new()
+                } else {
+                    vec![isle_sim::Violation {
+                        key: "-".into(),
+                        rule: "seed passes",
+                        message: "see above".into(),
+                    }]
+                },
+                history: None,
+            }
+        },
+        |checked| println!("{}", checked.line),
+    );
     let elapsed = wall.elapsed();
-    let per_minute = seeds.len() as f64 * 60.0 / elapsed.as_secs_f64().max(1e-9);
+    let per_minute = report.seeds as f64 * 60.0 / elapsed.as_secs_f64().max(1e-9);
     println!(
-        "{} seeds in {elapsed:?} on {workers} threads: {per_minute:.0} seeds per minute{}",
-        seeds.len(),
+        "{} seeds in {:?} on {} threads: {per_minute:.0} seeds per minute{}",
+        report.seeds,
+        elapsed,
+        report.workers,
         if twice { " (each twice)" } else { "" }
     );
-    let mut failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
-    failed.sort_unstable();
     assert!(
-        failed.is_empty(),
-        "failing seeds {failed:?}; replay one with ISLE_SIM_SEED=<seed> cargo test -p isle-sim --release --test sweep -- --nocapture"
+        report.failed.is_empty(),
+        "failing seeds {:?}; replay one with ISLE_SIM_SEED=<seed> cargo test -p isle-sim --release --test sweep -- --nocapture",
+        report.failed
     );
 }
