@@ -502,7 +502,7 @@ fn the_dashboard_shows_five_nodes_and_cuts_a_link_from_its_control_panel() {
     while started.elapsed() < Duration::from_secs(4) {
         let node = &nodes[i % nodes.len()];
         let _ = http_post(node, "/v1/ap/default/visits/incr", r#"{"by": 1}"#);
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             let body = format!(r#"{{"key": "visits", "value": "{i}"}}"#);
             let _ = http_post(node, "/v1/cp/put", &body);
         }
