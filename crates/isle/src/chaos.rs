@@ -53,6 +53,9 @@ pub enum ChaosCommand {
     /// Run a scenario on real processes (loopback, or network namespaces as root) and check
     /// what happened.
     Run(RunArgs),
+    /// Sweep seeds of the simulation engine (whole cluster in one process, simulated network
+    /// and clock) and check every run.
+    Sim(crate::chaos_sim::SimArgs),
 }
 
 /// Flags of `isle chaos run`.
@@ -856,6 +859,7 @@ struct Applied {
 pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
     match command {
         ChaosCommand::Run(args) => run_scenario(args).await,
+        ChaosCommand::Sim(args) => crate::chaos_sim::run(args).await,
     }
 }
 

@@ -3,6 +3,7 @@
 mod ap;
 mod bench;
 mod chaos;
+mod chaos_sim;
 mod client;
 mod coord;
 mod demo;
