@@ -214,8 +214,8 @@ pub struct Expect {
     /// Every AP key's replicas agree within this many seconds of the final heal.
     ap_converges_within_s: f64,
     /// In every window that leaves nodes on a minority side (their two-way reachable set below
-    /// a majority), each of them definitely refuses a CP write (a `Fail`, not a timeout) within
-    /// this many seconds of the window's start.
+    /// a majority), the side definitely refuses a CP request — a write or a linearizable read;
+    /// a `Fail`, not a timeout — within this many seconds of the window's start.
     minority_refuses_cp_within_s: Option<f64>,
     /// After every window that stops before the clients do, some CP request succeeds within
     /// this many seconds of its stop.
@@ -851,6 +851,9 @@ struct Applied {
     start_s: f64,
     /// When it stopped (the final heal for a window without a stop).
     stop_s: Option<f64>,
+    /// The CP leader just before it started, as the nodes knew it (a pause of the leader is
+    /// the zombie-leader case).
+    cp_leader_before: Option<u64>,
     /// Whatever could not be done to make or undo it.
     errors: Vec<String>,
 }
@@ -1033,6 +1036,7 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow
             nemesis: w.nemesis.clone(),
             start_s: w.start_s,
             stop_s: None,
+            cp_leader_before: None,
             errors: Vec::new(),
         })
         .collect();
@@ -1068,11 +1072,13 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow
             }
         }
         let target = Effects::of(active.iter().map(|i| &applied[*i].nemesis), scenario.nodes);
+        let leader = cluster.cp_leader().await;
         let errors = cluster.apply(&target, &restart).await;
         let now_s = lab.start.elapsed().as_secs_f64();
         for i in &touched {
             if active.contains(i) || applied[*i].nemesis.is_instant() {
                 applied[*i].start_s = now_s;
+                applied[*i].cp_leader_before = leader;
                 if applied[*i].nemesis.is_instant() {
                     applied[*i].stop_s = Some(now_s);
                 }
@@ -1081,8 +1087,15 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow
             }
             applied[*i].errors.extend(errors.iter().cloned());
             let what = serde_json::to_string(&applied[*i].nemesis).unwrap_or_default();
-            let verb = if active.contains(i) { "start" } else { "stop " };
-            println!("chaos: {now_s:6.2} s  {verb} {what}");
+            let verb = if applied[*i].nemesis.is_instant() {
+                "now  "
+            } else if active.contains(i) {
+                "start"
+            } else {
+                "stop "
+            };
+            let leader = leader.map_or("none known".to_string(), |id| format!("n{id}"));
+            println!("chaos: {now_s:6.2} s  {verb} {what} (CP leader {leader})");
         }
         for error in &errors {
             println!("chaos: {now_s:6.2} s  FAILED: {error}");
@@ -1259,13 +1272,16 @@ fn hears(effects: &Effects, nodes: u64) -> BTreeMap<u64, BTreeSet<u64>> {
         .collect()
 }
 
-/// A refusal time: how long after a window's start a minority node first refused a CP write.
+/// A refusal time: how long after a window's start a minority side first definitely refused
+/// a CP request.
 #[derive(Debug, Clone, Serialize)]
 struct Refusal {
     window: String,
-    node: String,
+    /// The side's nodes, `n4,n5`.
+    side: String,
     after_s: Option<f64>,
-    cp_writes: usize,
+    /// CP requests sent to the side during the window.
+    cp_requests: usize,
 }
 
 /// The figures of a run: availability per window, side and node; refusal times.
@@ -1288,44 +1304,52 @@ impl Figures {
             );
             let effects = Effects::of([&window.nemesis], nodes);
             let heard = hears(&effects, nodes);
+            let side_name = |set: &BTreeSet<u64>| {
+                set.iter()
+                    .map(|id| format!("n{id}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             let sides: BTreeMap<String, BTreeSet<String>> = heard
                 .values()
                 .filter(|set| set.len() as u64 != nodes)
                 .map(|set| {
-                    let names: BTreeSet<String> = set.iter().map(|id| format!("n{id}")).collect();
-                    let joined: Vec<String> = names.iter().cloned().collect();
-                    (joined.join(","), names)
+                    (
+                        side_name(set),
+                        set.iter().map(|id| format!("n{id}")).collect(),
+                    )
                 })
                 .collect();
             let w = availability::Window::new(name.clone(), from, to);
             availability.extend(availability::figures(history, &[w], &sides));
-            // Nodes left without a majority (two-way) refuse CP writes.
-            for (id, set) in &heard {
-                if set.len() as u64 > nodes / 2 {
-                    continue;
-                }
-                let node = format!("n{id}");
-                let writes: Vec<&Operation> = history
+            // Sides without a majority (two-way) must refuse CP requests: writes, and
+            // linearizable reads, which need the leader's quorum as much.
+            let minorities: BTreeSet<&BTreeSet<u64>> = heard
+                .values()
+                .filter(|set| set.len() as u64 <= nodes / 2)
+                .collect();
+            for side in minorities {
+                let members: BTreeSet<String> = side.iter().map(|id| format!("n{id}")).collect();
+                let requests: Vec<&Operation> = history
                     .ops
                     .iter()
                     .filter(|op| {
-                        op.node.as_deref() == Some(node.as_str())
+                        op.node.as_ref().is_some_and(|n| members.contains(n))
                             && op.op.keyspace() == Keyspace::Cp
-                            && op.op.is_mutation()
                             && op.invoke >= from
                             && op.invoke < to
                     })
                     .collect();
-                let first = writes
+                let first = requests
                     .iter()
                     .filter(|op| op.outcome == Outcome::Fail)
                     .map(|op| op.complete.saturating_sub(from))
                     .min();
                 refusals.push(Refusal {
                     window: name.clone(),
-                    node,
+                    side: side_name(side),
                     after_s: first.map(|t| t as f64 / 1e9),
-                    cp_writes: writes.len(),
+                    cp_requests: requests.len(),
                 });
             }
         }
@@ -1339,9 +1363,9 @@ impl Figures {
         let mut verdict = Verdict::new("expectations");
         for refusal in &self.refusals {
             let text = format!(
-                "{}: minority node {} first refused a CP write {}",
+                "{}: minority side {} first refused a CP request {}",
                 refusal.window,
-                refusal.node,
+                refusal.side,
                 refusal
                     .after_s
                     .map_or("never".to_string(), |s| format!("after {s:.2} s")),
@@ -1350,17 +1374,19 @@ impl Figures {
                 (Some(bound), Some(after)) if after > bound => {
                     verdict.violation(None, format!("{text} (bound {bound} s)"), Vec::new());
                 }
-                (Some(bound), None) if refusal.cp_writes > 0 => {
+                (Some(bound), None) if refusal.cp_requests > 0 => {
                     verdict.violation(
                         None,
                         format!(
-                            "{text} in {} CP writes (bound {bound} s)",
-                            refusal.cp_writes
+                            "{text} in {} CP requests (bound {bound} s)",
+                            refusal.cp_requests
                         ),
                         Vec::new(),
                     );
                 }
-                (Some(_), None) => verdict.undecided(format!("{text}: no CP write was sent there")),
+                (Some(_), None) => {
+                    verdict.undecided(format!("{text}: no CP request was sent there"));
+                }
                 _ => verdict.note(text),
             }
         }
@@ -1393,8 +1419,25 @@ impl Figures {
                     _ => verdict.note(text),
                 }
             }
+            if let Nemesis::Pause { node } = window.nemesis {
+                let leader = window.cp_leader_before;
+                verdict.note(format!(
+                    "{name}: the CP leader was {} when n{node} was paused{}",
+                    leader.map_or("unknown".to_string(), |id| format!("n{id}")),
+                    if leader == Some(node) {
+                        " (a zombie leader)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            // A nemesis the lab could not make (or undo) is a failed run, not a passed one.
             for error in &window.errors {
-                verdict.undecided(format!("{name}: {error}"));
+                verdict.violation(
+                    None,
+                    format!("{name}: the nemesis failed: {error}"),
+                    Vec::new(),
+                );
             }
         }
         verdict
@@ -1565,11 +1608,12 @@ mod tests {
             },
             start_s: 1.0,
             stop_s: Some(5.0),
+            cp_leader_before: None,
             errors: Vec::new(),
         }];
         let figures = Figures::of(&history, &applied, 3, 10.0);
         assert_eq!(figures.refusals.len(), 1);
-        assert_eq!(figures.refusals[0].node, "n3");
+        assert_eq!(figures.refusals[0].side, "n3");
         assert_eq!(figures.refusals[0].after_s, Some(2.0));
         let strict = Expect {
             minority_refuses_cp_within_s: Some(1.0),

@@ -268,6 +268,26 @@ impl Cluster {
         self.procs.iter().map(|p| p.plan.clone()).collect()
     }
 
+    /// Nodes running and not paused (they answer HTTP).
+    pub fn live(&self) -> Vec<u64> {
+        (1..=self.nodes)
+            .filter(|id| !self.applied.down.contains(id) && !self.applied.paused.contains(id))
+            .collect()
+    }
+
+    /// The CP leader as the first live node that knows one tells it.
+    pub async fn cp_leader(&self) -> Option<u64> {
+        for id in self.live() {
+            let Ok(http) = self.http(id) else { continue };
+            if let Ok(status) = crate::client::get(&self.admin, &http, "/v1/status").await
+                && let Some(leader) = status["cp"]["leader"].as_u64()
+            {
+                return Some(leader);
+            }
+        }
+        None
+    }
+
     fn proc(&mut self, id: u64) -> anyhow::Result<&mut Proc> {
         self.procs
             .iter_mut()
@@ -294,15 +314,16 @@ impl Cluster {
 
     /// Waits until node `id` answers HTTP (after a restart), at most `limit`.
     async fn wait_http(&self, id: u64, limit: Duration) -> anyhow::Result<()> {
-        let http = self.http(id)?;
+        let url = format!("http://{}/v1/health", self.http(id)?);
         let deadline = Instant::now() + limit;
         loop {
-            match crate::client::get(&self.admin, &http, "/v1/health").await {
-                Ok(_) => return Ok(()),
-                Err(err) if Instant::now() > deadline => {
-                    return Err(err.context(format!("node {id} not answering")));
+            let answer = self.admin.get(&url).send().await;
+            match answer {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                _ if Instant::now() > deadline => {
+                    bail!("node {id} not answering {url} within {limit:?}: {answer:?}")
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }

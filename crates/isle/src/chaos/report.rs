@@ -47,7 +47,7 @@ pub fn html(
          <style>body{{font:14px system-ui,sans-serif;margin:16px;color:#222;background:#fff}}\
          h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:16px;margin:18px 0 6px}}\
          table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 6px;\
-         text-align:left;vertical-align:top}} .ok{{color:{OK}}} .bad{{color:{FAIL}}}\
+         text-align:left;vertical-align:top}} .ok{{color:{OK}}} .bad{{color:{FAIL}}} .warn{{color:#e65100}}\
          .key span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;\
          vertical-align:middle}} pre{{margin:0;white-space:pre-wrap}}</style></head><body>\
          <h1>{title} <span class=\"{class}\">{result}</span></h1>\
@@ -67,7 +67,13 @@ pub fn html(
         "<h2>Verdicts</h2><table><tr><th>checker</th><th>status</th><th>details</th></tr>",
     );
     for verdict in verdicts {
-        let class = if verdict.is_violated() { "bad" } else { "ok" };
+        let class = if verdict.is_violated() {
+            "bad"
+        } else if verdict.undecided.is_empty() {
+            "ok"
+        } else {
+            "warn"
+        };
         let mut details = String::new();
         for violation in &verdict.violations {
             let _ = writeln!(details, "VIOLATION {violation}");
@@ -151,15 +157,22 @@ fn timeline(history: &History, shades: &[Shade]) -> String {
     for (i, shade) in shades.iter().enumerate() {
         let (from, to) = (x((shade.from_s * 1e9) as u64), x((shade.to_s * 1e9) as u64));
         let lane = (i % 6) as f64;
+        // A label that would run off the right edge ends at it instead.
+        let room = left + width - from;
+        let (tx, anchor) = if room < 6.5 * shade.label.chars().count() as f64 {
+            (left + width, "end")
+        } else {
+            (from + 2.0, "start")
+        };
         let _ = write!(
             svg,
             "<rect x=\"{from:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" \
              fill=\"#90caf9\" fill-opacity=\"0.35\" stroke=\"#1e88e5\"/>\
-             <text x=\"{tx:.1}\" y=\"{ly:.1}\" fill=\"#0d47a1\">{label}</text>",
+             <text x=\"{tx:.1}\" y=\"{ly:.1}\" fill=\"#0d47a1\" \
+             text-anchor=\"{anchor}\">{label}</text>",
             y = top - 2.0,
             w = (to - from).max(1.0),
             h = row_h * order.len() as f64 + 4.0,
-            tx = from + 2.0,
             ly = 14.0 + 16.0 * lane,
             label = esc(&shade.label)
         );
