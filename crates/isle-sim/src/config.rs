@@ -39,6 +39,55 @@ impl Default for NetConfig {
     }
 }
 
+/// A deliberately broken build, so a sweep can show that the checkers catch what it breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bug {
+    /// No minority refusal and no ReadIndex: linearizable reads come from the local replica
+    /// (caught by the linearizability checker: stale reads).
+    NoQuorumCheck,
+    /// Fencing tokens ignored (caught by the fencing checker: a superseded holder's write
+    /// accepted).
+    NoFencing,
+    /// No Merkle-tree anti-entropy exchange (`aae_interval_ms = 0`; caught by the convergence
+    /// checks: replicas left unequal after the heal).
+    NoAntiEntropy,
+}
+
+impl Bug {
+    /// Every bug.
+    pub const ALL: [Bug; 3] = [Bug::NoQuorumCheck, Bug::NoFencing, Bug::NoAntiEntropy];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::NoQuorumCheck => "no-quorum-check",
+            Bug::NoFencing => "no-fencing",
+            Bug::NoAntiEntropy => "no-anti-entropy",
+        }
+    }
+}
+
+impl std::fmt::Display for Bug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Bug {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Bug, String> {
+        Bug::ALL
+            .into_iter()
+            .find(|bug| bug.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Bug::ALL.iter().map(|bug| bug.name()).collect();
+                format!("unknown bug {name:?}: one of {}", names.join(", "))
+            })
+    }
+}
+
 /// One simulated run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +123,8 @@ pub struct SimConfig {
     pub quiet_ms: u64,
     /// Rounds of retrying increments that were never acknowledged (same request id).
     pub retry_rounds: u32,
+    /// A deliberately broken build to run (`None`: the real one).
+    pub bug: Option<Bug>,
 }
 
 impl Default for SimConfig {
@@ -94,6 +145,7 @@ impl Default for SimConfig {
             converge_limit_ms: 20_000,
             quiet_ms: 1_000,
             retry_rounds: 5,
+            bug: None,
         }
     }
 }
@@ -190,6 +242,12 @@ impl SimConfig {
     /// Changes the network settings.
     pub fn net(mut self, tweak: impl FnOnce(&mut NetConfig)) -> Self {
         tweak(&mut self.net);
+        self
+    }
+
+    /// Runs a deliberately broken build.
+    pub fn bug(mut self, bug: Option<Bug>) -> Self {
+        self.bug = bug;
         self
     }
 

@@ -341,6 +341,9 @@ pub struct CpWorkload {
     rng: SeededRandom,
     next_unique: u64,
     holding: BTreeMap<u64, Holding>,
+    /// Clients that released a lock and will write once more with its token (a zombie: the
+    /// buggy client fencing exists for), by client: (lock, token).
+    zombies: BTreeMap<u64, (String, i64)>,
     seen: BTreeMap<String, Option<String>>,
 }
 
@@ -352,6 +355,7 @@ impl CpWorkload {
             rng,
             next_unique: 0,
             holding: BTreeMap::new(),
+            zombies: BTreeMap::new(),
             seen: BTreeMap::new(),
         }
     }
@@ -372,6 +376,15 @@ impl CpWorkload {
 
     /// The next request of client `process`.
     pub fn next_request(&mut self, process: u64) -> CpRequest {
+        if let Some((lock, token)) = self.zombies.remove(&process) {
+            let index = lock.trim_start_matches("lock").to_string();
+            return CpRequest::FencedWrite {
+                key: format!("cp/f{index}"),
+                lock,
+                token,
+                value: self.unique(),
+            };
+        }
         if let Some(holding) = self.holding.get(&process).cloned() {
             let index = holding.lock.trim_start_matches("lock");
             if holding.writes_left > 0 {
@@ -387,6 +400,12 @@ impl CpWorkload {
                 };
             }
             self.holding.remove(&process);
+            // One release in three leaves a zombie that writes once more with the old token:
+            // refused once someone else holds the lock, accepted if nobody took it since.
+            if self.rng.below(3) == 0 {
+                self.zombies
+                    .insert(process, (holding.lock.clone(), holding.token));
+            }
             return CpRequest::Release {
                 lock: holding.lock,
                 token: holding.token,
@@ -488,6 +507,7 @@ impl CpWorkload {
     /// Forgets a client retired after a crash (its lock, if any, lapses with its lease).
     pub fn retire(&mut self, process: u64) {
         self.holding.remove(&process);
+        self.zombies.remove(&process);
     }
 }
 
@@ -525,8 +545,14 @@ mod tests {
             }
         }
         assert!((1..=3).contains(&fenced));
+        // Maybe one zombie write with the released token, then the cycle is over.
+        let mut next = workload.next_request(9);
+        if let CpRequest::FencedWrite { token, .. } = next {
+            assert_eq!(token, 17);
+            next = workload.next_request(9);
+        }
         assert!(!matches!(
-            workload.next_request(9),
+            next,
             CpRequest::FencedWrite { .. } | CpRequest::Release { .. }
         ));
     }

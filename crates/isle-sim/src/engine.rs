@@ -42,7 +42,7 @@ use isle_chaos::history as chaos;
 
 use crate::client::{self, Done};
 use crate::clock::{SimClock, Skew};
-use crate::config::SimConfig;
+use crate::config::{Bug, SimConfig};
 use crate::cp::{CpDone, CpRequest, CpWorkload, CpWorkloadConfig};
 use crate::history::{ApOp, ApValue, FinalCopy, History, NemesisEvent, Operation, Outcome};
 use crate::nemesis::{Action, Effects, Nemesis};
@@ -197,9 +197,20 @@ fn node_config(config: &SimConfig, id: u64) -> NodeConfig {
         cp: isle_node::cp::CpConfig {
             // Every node expects the whole cluster; the lowest id forms the group.
             bootstrap_expect: Some(usize::try_from(config.nodes).unwrap_or(usize::MAX)),
+            bugs: isle_node::cp::CpBugs {
+                no_quorum_check: config.bug == Some(Bug::NoQuorumCheck),
+                no_fencing: config.bug == Some(Bug::NoFencing),
+            },
             ..config.cp.clone()
         },
-        ap: config.ap.clone(),
+        ap: isle_node::ap::ApConfig {
+            aae_interval_ms: if config.bug == Some(Bug::NoAntiEntropy) {
+                0
+            } else {
+                config.ap.aae_interval_ms
+            },
+            ..config.ap.clone()
+        },
     }
 }
 

@@ -50,7 +50,7 @@ pub mod sweep;
 pub mod workload;
 
 pub use check::{Violation, check};
-pub use config::{NetConfig, SimConfig};
+pub use config::{Bug, NetConfig, SimConfig};
 pub use engine::{Figures, Run, SimError, run};
 pub use history::History;
 pub use nemesis::{Action, Effects, Nemesis, Schedule, Sides, Step};

@@ -50,6 +50,10 @@ fn absorb(violations: &mut Vec<Violation>, rule: &'static str, verdict: &Verdict
 pub fn run_and_check(config: SimConfig, replay: &str) -> Checked {
     let seed = config.seed;
     let nodes = config.nodes;
+    let bug = config
+        .bug
+        .map(|bug| format!(" [bug {bug}]"))
+        .unwrap_or_default();
     let names: Vec<&'static str> = config.schedule.nemeses().iter().map(|n| n.name()).collect();
     let nemeses = if names.is_empty() {
         "none".to_string()
@@ -124,7 +128,7 @@ pub fn run_and_check(config: SimConfig, replay: &str) -> Checked {
         .map(|(_, verdict)| format!("{} {}", verdict.checker, verdict.status()))
         .collect();
     let line = format!(
-        "seed {seed}: {nodes} nodes, {nemeses}{voters}: ap {ok}/{fail}/{unknown} cp {cp_ok}/{cp_fail}/{cp_unknown} \
+        "seed {seed}{bug}: {nodes} nodes, {nemeses}{voters}: ap {ok}/{fail}/{unknown} cp {cp_ok}/{cp_fail}/{cp_unknown} \
          (ok/fail/unknown); {}; recovered {:?} ms (CP {:?} ms), converged {:?} ms after heal; \
          sim {} ms: {}",
         statuses.join(", "),
