@@ -4,6 +4,7 @@
 //! the history: AP convergence and merge rules, CP linearizability per key, fencing, "the
 //! minority refuses CP writes", recovery after the heal. Seeds run on every core; each prints
 //! one line; a failing seed prints the command that replays it, and the command exits non-zero.
+//! `--bug NAME` runs a deliberately broken build (see [`isle_sim::Bug`]): the lab must fail.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -11,8 +12,8 @@ use std::time::Instant;
 
 use anyhow::bail;
 use clap::Args;
-use isle_sim::SimConfig;
 use isle_sim::sweep::{Checked, run_and_check, sweep};
+use isle_sim::{Bug, SimConfig};
 
 /// Flags of `isle chaos sim`.
 #[derive(Args, Debug, Clone)]
@@ -35,6 +36,11 @@ pub struct SimArgs {
     /// Print every violation of a failing seed (default: the first five).
     #[arg(long)]
     verbose: bool,
+    /// Run a deliberately broken build, to see the checkers catch it: no-quorum-check (stale
+    /// reads: linearizability), no-fencing (fencing), no-anti-entropy (convergence). Expect
+    /// failures.
+    #[arg(long)]
+    bug: Option<Bug>,
 }
 
 /// Runs the sweep; fails if any seed fails.
@@ -44,8 +50,12 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
 
 fn replay_command(args: &SimArgs, seed: u64) -> String {
     let nodes: Vec<String> = args.nodes.iter().map(u64::to_string).collect();
+    let bug = args
+        .bug
+        .map(|bug| format!(" --bug {bug}"))
+        .unwrap_or_default();
     format!(
-        "isle chaos sim --seed {seed} --nodes {} --verbose",
+        "isle chaos sim --seed {seed} --nodes {}{bug} --verbose",
         nodes.join(",")
     )
 }
@@ -69,7 +79,7 @@ fn run_blocking(args: &SimArgs) -> anyhow::Result<()> {
         workers,
         |seed| {
             let started = Instant::now();
-            let config = SimConfig::random_among(seed, &args.nodes);
+            let config = SimConfig::random_among(seed, &args.nodes).bug(args.bug);
             let mut checked = run_and_check(config, &replay_command(args, seed));
             checked.line = format!("{} [wall {:.1?}]", checked.line, started.elapsed());
             checked
