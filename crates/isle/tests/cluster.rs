@@ -271,6 +271,46 @@ fn faults_are_refused_unless_allowed() {
     let (code, body) =
         common::http("POST", &spec.http, "/v1/faults", Some(&json!({"x": 1}))).expect("post");
     assert_eq!(code, 400, "{body}");
+    // The clock-skew fault too.
+    let skew = json!({"skew_ms": 5000});
+    let (code, body) =
+        common::http("POST", &spec.http, "/v1/faults/clock", Some(&skew)).expect("post");
+    assert_eq!(code, 403, "{body}");
+}
+
+#[test]
+fn a_running_nodes_wall_clock_can_be_skewed_when_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = common::NodeSpec {
+        id: 1,
+        peer: format!("127.0.0.1:{}", common::free_port()),
+        http: format!("127.0.0.1:{}", common::free_port()),
+        data_dir: dir.path().join("n1"),
+        peers: Vec::new(),
+        extra: vec!["--allow-fault-injection".into()],
+        prefix: Vec::new(),
+    };
+    let _node = spec.spawn();
+    wait_for("node up", START_LIMIT, || status(&spec.http));
+    let (code, body) = common::http("GET", &spec.http, "/v1/faults/clock", None).expect("get");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON")["skew_ms"],
+        0
+    );
+    let skew = json!({"skew_ms": -30000});
+    let (code, body) =
+        common::http("POST", &spec.http, "/v1/faults/clock", Some(&skew)).expect("post");
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = common::http("GET", &spec.http, "/v1/faults/clock", None).expect("get");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON")["skew_ms"],
+        -30000
+    );
+    let absurd = json!({"skew_ms": i64::MAX});
+    let (code, body) =
+        common::http("POST", &spec.http, "/v1/faults/clock", Some(&absurd)).expect("post");
+    assert_eq!(code, 400, "{body}");
 }
 
 #[test]
