@@ -39,7 +39,7 @@ use isle_chaos::convergence::FinalState;
 use isle_chaos::history::Pending;
 use isle_chaos::{
     ApValue, History, Keyspace, MergeRule, Op, Operation, Outcome, Recorder, Ret, Verdict,
-    convergence, linear,
+    convergence, fencing, linear,
 };
 use isle_sim::nemesis::{Effects, Nemesis};
 use serde::{Deserialize, Serialize};
@@ -192,6 +192,9 @@ pub struct Mix {
     ap_incr: u32,
     /// AP set add.
     ap_sadd: u32,
+    /// CP lock cycle: grant a lease, acquire one of two locks, 1–3 writes fenced by its token,
+    /// release (checked by the fencing checker).
+    cp_lock: u32,
 }
 
 impl Default for Mix {
@@ -203,6 +206,7 @@ impl Default for Mix {
             ap_put: 3,
             ap_incr: 2,
             ap_sadd: 2,
+            cp_lock: 0,
         }
     }
 }
@@ -247,7 +251,7 @@ impl Scenario {
             bail!("workload.clients must be between 1 and 256");
         }
         let m = &self.workload.mix;
-        if m.cp_put + m.cp_get + m.cp_cas + m.ap_put + m.ap_incr + m.ap_sadd == 0 {
+        if m.cp_put + m.cp_get + m.cp_cas + m.ap_put + m.ap_incr + m.ap_sadd + m.cp_lock == 0 {
             bail!("workload.mix has no operation with a weight above 0");
         }
         if (m.cp_put + m.cp_get + m.cp_cas > 0) && self.workload.cp_keys == 0 {
@@ -451,7 +455,9 @@ impl ClientTask {
     ) -> Vec<OpenIncr> {
         let mut open = Vec::new();
         let m = &workload.mix;
-        let weights = [m.cp_put, m.cp_get, m.cp_cas, m.ap_put, m.ap_incr, m.ap_sadd];
+        let weights = [
+            m.cp_put, m.cp_get, m.cp_cas, m.ap_put, m.ap_incr, m.ap_sadd, m.cp_lock,
+        ];
         let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
         let cp_timeout = Duration::from_millis(workload.cp_timeout_ms);
         let ap_timeout = Duration::from_millis(workload.ap_timeout_ms);
@@ -470,6 +476,7 @@ impl ClientTask {
                     let key = format!("cp{}", self.rng.below(workload.cp_keys));
                     self.cp(&lab, &client, choice, &key, cp_timeout).await;
                 }
+                6 => self.lock_cycle(&lab, &client, cp_timeout).await,
                 _ => {
                     let index = self.rng.below(workload.ap_keys);
                     if let Some(incr) = self.ap(&lab, &client, choice, index, ap_timeout).await {
@@ -709,6 +716,115 @@ impl ClientTask {
                 None
             }
         }
+    }
+
+    /// A lock cycle: a lease (not recorded: it decides nothing), acquire, 1–3 fenced writes of
+    /// the lock's own register, release. A cycle stops at the first request that does not
+    /// succeed; the lease then lets the lock go by itself.
+    async fn lock_cycle(&mut self, lab: &Lab, client: &reqwest::Client, timeout: Duration) {
+        let base = format!("http://{}/v1/cp", self.http);
+        let lock = format!("lock{}", self.rng.below(2));
+        let grant = call(
+            client,
+            reqwest::Method::POST,
+            format!("{base}/lease/grant"),
+            Some(&json!({"ttl_secs": 3})),
+            timeout,
+        )
+        .await;
+        let Answer(200, lease) = grant else { return };
+        let Some(lease) = lease["id"].as_i64() else {
+            return;
+        };
+        let pending = lab.invoke(self.operation(lab, &lock, Op::Acquire { lock: lock.clone() }));
+        let reply = call(
+            client,
+            reqwest::Method::POST,
+            format!("{base}/lock"),
+            Some(&json!({"name": lock, "lease": lease, "timeout_ms": 2_000})),
+            timeout,
+        )
+        .await;
+        let (token, waiter) = match &reply {
+            Answer(200, body) => match (body["token"].as_i64(), body["key"].as_str()) {
+                (Some(token), Some(key)) => {
+                    lab.complete(pending, Outcome::Ok(Ret::Token(token)), None);
+                    (token, key.to_string())
+                }
+                _ => {
+                    let why = format!("lock answer without token or key: {body}");
+                    lab.complete(pending, Outcome::Indeterminate, Some(why));
+                    return;
+                }
+            },
+            _ => {
+                // Waiting timed out or was cut: the waiter key may still win the lock.
+                let (outcome, error) = cp_failure(&reply);
+                lab.complete(pending, outcome, Some(error));
+                return;
+            }
+        };
+        let register = format!("f-{lock}");
+        for _ in 0..1 + self.rng.below(3) {
+            let value = self.unique();
+            let pending = lab.invoke(self.operation(
+                lab,
+                &register,
+                Op::FencedWrite {
+                    lock: lock.clone(),
+                    token,
+                    value: value.clone(),
+                },
+            ));
+            let body = json!({
+                "key": register, "value": value, "fence": {"lock": lock, "token": token},
+            });
+            let reply = call(
+                client,
+                reqwest::Method::POST,
+                format!("{base}/put"),
+                Some(&body),
+                timeout,
+            )
+            .await;
+            if let Answer(200, _) = reply {
+                lab.complete(pending, Outcome::Ok(Ret::Ack), None);
+            } else {
+                let (outcome, error) = cp_failure(&reply);
+                lab.complete(pending, outcome, Some(error));
+                return;
+            }
+        }
+        let pending = lab.invoke(self.operation(
+            lab,
+            &lock,
+            Op::Release {
+                lock: lock.clone(),
+                token,
+            },
+        ));
+        let reply = call(
+            client,
+            reqwest::Method::POST,
+            format!("{base}/unlock"),
+            Some(&json!({"key": waiter})),
+            timeout,
+        )
+        .await;
+        if let Answer(200, _) = reply {
+            lab.complete(pending, Outcome::Ok(Ret::Ack), None);
+        } else {
+            let (outcome, error) = cp_failure(&reply);
+            lab.complete(pending, outcome, Some(error));
+        }
+        let _ = call(
+            client,
+            reqwest::Method::POST,
+            format!("{base}/lease/revoke"),
+            Some(&json!({"id": lease})),
+            timeout,
+        )
+        .await;
     }
 
     /// Completes an AP mutation: 200 is an acknowledgement, the rest as [`ap_failure`] says.
@@ -1202,6 +1318,7 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow
     let rules = BTreeMap::from([(BUCKET.to_string(), MergeRule::Siblings)]);
     let mut verdicts = vec![
         linear::check(&cp_history),
+        fencing::check(&cp_history),
         convergence::check(&history, &rules, &final_state),
     ];
     let figures = Figures::of(&history, &applied, scenario.nodes, scenario.duration_s);

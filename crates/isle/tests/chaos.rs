@@ -36,6 +36,7 @@ fn the_quick_scenario_runs_and_every_checker_passes() {
     let stdout = chaos_run("quick-split-3.toml", out.path());
     assert!(stdout.contains("linearizability: ok"), "{stdout}");
     assert!(stdout.contains("convergence: ok"), "{stdout}");
+    assert!(stdout.contains("fencing: ok"), "{stdout}");
     assert!(stdout.contains("expectations: ok"), "{stdout}");
     assert!(
         stdout.contains("minority side n3 first refused a CP request after"),
@@ -62,7 +63,7 @@ fn the_quick_scenario_runs_and_every_checker_passes() {
         .collect();
     assert_eq!(
         checkers,
-        ["linearizability", "convergence", "expectations"],
+        ["linearizability", "fencing", "convergence", "expectations"],
         "{verdicts}"
     );
     let figures: serde_json::Value = serde_json::from_str(
