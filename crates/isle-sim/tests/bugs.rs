@@ -43,14 +43,14 @@ fn without_the_quorum_check_reads_go_stale() {
             sides: Sides::MajorityMinority,
         },
     );
-    let hits = caught(Bug::NoQuorumCheck, 5, &split, &[1, 2, 3], "linearizability");
-    assert!(hits > 0, "no stale read caught in 3 seeds");
+    let hits = caught(Bug::NoQuorumCheck, 5, &split, &[1, 2], "linearizability");
+    assert!(hits > 0, "no stale read caught in 2 seeds");
 }
 
 #[test]
 fn without_fencing_a_superseded_holder_writes() {
-    let hits = caught(Bug::NoFencing, 3, &Schedule::new(), &[1, 2, 3], "fencing");
-    assert!(hits > 0, "no fencing violation caught in 3 seeds");
+    let hits = caught(Bug::NoFencing, 3, &Schedule::new(), &[1, 2], "fencing");
+    assert!(hits > 0, "no fencing violation caught in 2 seeds");
 }
 
 #[test]
@@ -66,6 +66,6 @@ fn without_anti_entropy_replicas_stay_apart() {
             },
         )
         .window(1_000, 1_500, Nemesis::Crash { node: 2 });
-    let hits = caught(Bug::NoAntiEntropy, 3, &flaky, &[1, 2, 3], "convergence");
-    assert!(hits > 0, "no divergence caught in 3 seeds");
+    let hits = caught(Bug::NoAntiEntropy, 3, &flaky, &[1, 2], "convergence");
+    assert!(hits > 0, "no divergence caught in 2 seeds");
 }
