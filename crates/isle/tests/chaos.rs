@@ -91,6 +91,38 @@ fn the_quick_scenario_runs_and_every_checker_passes() {
     }
 }
 
+#[test]
+fn a_missed_expectation_fails_the_run_and_says_why() {
+    // A minority refusal can never come within 1 ms of the cut: the run must fail, not pass.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("strict.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"strict\"\nnodes = 3\nduration_s = 6\n\
+         [workload]\nclients = 3\ncp_keys = 1\nap_keys = 1\n\
+         [[nemesis]]\nstart_s = 1\nstop_s = 4\nkind = \"partition\"\nsides = { one = 3 }\n\
+         [expect]\nminority_refuses_cp_within_s = 0.001\n",
+    )
+    .expect("write scenario");
+    let out = dir.path().join("run");
+    let output = Command::new(isle_bin())
+        .args(["chaos", "run"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run isle chaos");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "a missed bound passed:\n{stdout}");
+    assert!(stdout.contains("expectations: violated"), "{stdout}");
+    assert!(stdout.contains("(bound 0.001 s)"), "{stdout}");
+    let page = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(
+        page.contains("VIOLATED"),
+        "the report does not say it failed"
+    );
+}
+
 /// The history's JSON lines, parsed loosely (the test does not depend on isle-chaos).
 fn isle_chaos_history(text: &str) -> Vec<serde_json::Value> {
     text.lines()
