@@ -1214,6 +1214,10 @@ impl Story {
 
     async fn act_zombie(&mut self) -> anyhow::Result<()> {
         self.out.say("\nAct 4: a zombie leader");
+        self.out.say(
+            "  (after the heal on purpose: with the bridge down East holds exactly 3 of 5 votes, \
+             so pausing its leader would leave no majority anywhere to elect a successor)",
+        );
         let ((leader, term), _) = self
             .wait("the CP leader", async |c: &Cluster| {
                 agreed_leader(c, &[1, 2, 3, 4, 5], None, 0).await
