@@ -427,6 +427,8 @@ struct Story {
     cluster: Cluster,
     findings: Findings,
     dir: PathBuf,
+    /// The keys East wrote with `strict=true` during the flood (anti-entropy's work).
+    strict_keys: Vec<String>,
 }
 
 /// Runs the demo: start, tell the story, stop (and clean up unless `--keep`).
@@ -453,6 +455,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         cluster: Cluster { nodes, client },
         findings: Findings::default(),
         dir,
+        strict_keys: Vec::new(),
     };
     let told = tokio::select! {
         biased;
@@ -885,7 +888,10 @@ impl Story {
                 .cluster
                 .put(1, &path, &json!({"value": format!("east reading {i}")}))
                 .await;
-            strict += usize::from(answer.ok());
+            if answer.ok() {
+                strict += 1;
+                self.strict_keys.push(format!("tide-{i}"));
+            }
         }
         self.out.say(format!(
             "  AP  East logs {strict} tide readings with strict=true (no hints: only Merkle \
@@ -1053,7 +1059,11 @@ impl Story {
         .iter()
         .map(|(b, k)| (b.to_string(), k.to_string()))
         .collect();
-        keys.extend((0..12).map(|i| ("default".to_string(), format!("tide-{i}"))));
+        keys.extend(
+            self.strict_keys
+                .iter()
+                .map(|key| ("default".to_string(), key.clone())),
+        );
         let (_, _) = self
             .wait(
                 "every replica of every key to agree",
