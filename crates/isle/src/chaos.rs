@@ -24,7 +24,7 @@
 //! a connection refused before anything was sent is `Fail`.
 
 mod cluster;
-mod netns;
+pub(crate) mod netns;
 mod report;
 
 use std::collections::{BTreeMap, BTreeSet};

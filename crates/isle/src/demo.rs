@@ -21,6 +21,8 @@ use clap::Args;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
+use crate::chaos::netns::Netns;
+
 /// Flags of `isle demo`.
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -41,6 +43,10 @@ pub struct DemoArgs {
     /// temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run each node in its own network namespace and flood the bridge with nftables (root,
+    /// `ip` and `nft` needed; the dashboard is then reachable only inside the namespaces).
+    #[arg(long)]
+    netns: bool,
 }
 
 impl Default for DemoArgs {
@@ -51,6 +57,7 @@ impl Default for DemoArgs {
             keep: false,
             base_port: 7400,
             dir: None,
+            netns: false,
         }
     }
 }
@@ -104,6 +111,20 @@ fn send_signal(pid: i32, signal: libc::c_int) -> anyhow::Result<()> {
 
 fn plan(args: &DemoArgs, dir: &Path) -> anyhow::Result<Vec<DemoNode>> {
     let mut nodes = Vec::new();
+    if args.netns {
+        // Each namespace has its own loopback and address: the same ports everywhere.
+        for id in 1..=5u64 {
+            let ip = Netns::node_ip(id);
+            nodes.push(DemoNode {
+                id,
+                peer: format!("{ip}:7000"),
+                http: format!("{ip}:8000"),
+                data_dir: dir.join(format!("n{id}")),
+                child: None,
+            });
+        }
+        return Ok(nodes);
+    }
     for id in 1..=5u16 {
         let (Some(peer), Some(http)) = (
             args.base_port.checked_add(id),
@@ -130,7 +151,12 @@ fn plan(args: &DemoArgs, dir: &Path) -> anyhow::Result<Vec<DemoNode>> {
     Ok(nodes)
 }
 
-fn spawn(nodes: &[DemoNode], index: usize, dir: &Path) -> anyhow::Result<Child> {
+fn spawn(
+    nodes: &[DemoNode],
+    index: usize,
+    dir: &Path,
+    net: Option<&Netns>,
+) -> anyhow::Result<Child> {
     let node = &nodes[index];
     let exe = std::env::current_exe().context("locating the isle binary")?;
     std::fs::create_dir_all(&node.data_dir)
@@ -162,7 +188,16 @@ fn spawn(nodes: &[DemoNode], index: usize, dir: &Path) -> anyhow::Result<Child> 
     } else {
         "west"
     };
-    let mut command = Command::new(exe);
+    let mut command = match net {
+        // `ip netns exec` execs the binary in place: the child's pid is the node's.
+        Some(net) => {
+            let prefix = net.exec_prefix(node.id);
+            let mut command = Command::new(&prefix[0]);
+            command.args(&prefix[1..]).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
     command
         .arg("node")
         .args(["--id", &node.id.to_string()])
@@ -429,10 +464,39 @@ struct Story {
     dir: PathBuf,
     /// The keys East wrote with `strict=true` during the flood (anti-entropy's work).
     strict_keys: Vec<String>,
+    /// With `--netns`: the namespaces (deleted, with what runs in them, when dropped).
+    net: Option<Netns>,
 }
 
 /// Runs the demo: start, tell the story, stop (and clean up unless `--keep`).
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !args.netns {
+        return tell(args, None).await;
+    }
+    crate::chaos::netns::preflight()?;
+    // Sockets belong to the namespace of the thread that opens them: the story runs on its own
+    // thread, moved into the client namespace, with a runtime of its own.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = (|| {
+            let net = Netns::create(5)?;
+            net.enter_client()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the story's runtime")?;
+            runtime.block_on(tell(args, Some(net)))
+        })();
+        let _ = done_tx.send(result);
+    });
+    done_rx.await.unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "the story's thread ended without an answer"
+        ))
+    })
+}
+
+async fn tell(args: DemoArgs, net: Option<Netns>) -> anyhow::Result<()> {
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("isle-demo-{}", std::process::id())),
@@ -456,6 +520,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         findings: Findings::default(),
         dir,
         strict_keys: Vec::new(),
+        net,
     };
     let told = tokio::select! {
         biased;
@@ -547,7 +612,7 @@ impl Story {
 
     async fn start_nodes(&mut self) -> anyhow::Result<()> {
         for index in 0..self.cluster.nodes.len() {
-            let child = spawn(&self.cluster.nodes, index, &self.dir)?;
+            let child = spawn(&self.cluster.nodes, index, &self.dir, self.net.as_ref())?;
             self.cluster.nodes[index].child = Some(child);
         }
         let dashboard = format!("http://{}/dashboard", self.cluster.http(1));
@@ -557,9 +622,16 @@ impl Story {
             "  East Isle: nodes 1, 2, 3    West Isle: nodes 4, 5    data and logs: {}",
             self.dir.display()
         ));
-        self.out.say(format!(
-            "  dashboard: {dashboard}   (every node serves one on its HTTP port)"
-        ));
+        match &self.net {
+            Some(net) => self.out.say(format!(
+                "  each node in its own network namespace; links cut by nftables. dashboard: \
+                 {dashboard}, reachable inside the client namespace (ip netns exec {} ...)",
+                net.client_ns()
+            )),
+            None => self.out.say(format!(
+                "  dashboard: {dashboard}   (every node serves one on its HTTP port)"
+            )),
+        }
         let endpoints: Vec<Value> = self
             .cluster
             .nodes
@@ -709,6 +781,15 @@ impl Story {
             .say("\nAct 2: the bridge floods (every link between East and West is cut)");
         let cut_at = Instant::now();
         for id in 1..=5u64 {
+            if let Some(net) = &self.net {
+                let others: BTreeSet<u64> = if EAST.contains(&id) {
+                    WEST.into()
+                } else {
+                    EAST.into()
+                };
+                net.set_rules(id, &others, &others, &[])?;
+                continue;
+            }
             let others: Vec<u64> = if EAST.contains(&id) {
                 WEST.to_vec()
             } else {
@@ -963,6 +1044,10 @@ impl Story {
         };
         let healed_at = Instant::now();
         for id in all {
+            if let Some(net) = &self.net {
+                net.set_rules(id, &BTreeSet::new(), &BTreeSet::new(), &[])?;
+                continue;
+            }
             let answer = self
                 .cluster
                 .call(
