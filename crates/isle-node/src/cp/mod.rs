@@ -504,19 +504,34 @@ impl Cp {
         }
     }
 
-    /// Waits (at most `limit`) until some leader is known.
+    /// Waits (at most `limit`) until some leader is known that this node can reach. A leader
+    /// the failure detector has given up on (a paused or cut-off zombie) is not waited on: its
+    /// followers elect another within an election timeout, and forwarding to it would only
+    /// hang until the zombie woke up.
     async fn leader(&self, limit: Duration) -> Result<u64, CpRequestError> {
         if !self.initialized() {
             return Err(CpRequestError::NotInitialized);
         }
         let mut metrics = self.inner.raft.metrics();
+        let mut status = self.inner.status.clone();
+        let mut last_seen = None;
         let known = async {
             loop {
-                if let Some(leader) = metrics.borrow_and_update().current_leader {
+                let current = metrics.borrow_and_update().current_leader;
+                let reachable = {
+                    let status = status.borrow_and_update();
+                    current.is_some_and(|id| {
+                        id == self.inner.me.0 || status.reachable.contains(&NodeId(id))
+                    })
+                };
+                last_seen = current;
+                if let (Some(leader), true) = (current, reachable) {
                     return Some(leader);
                 }
-                if metrics.changed().await.is_err() {
-                    return None;
+                tokio::select! {
+                    biased;
+                    changed = metrics.changed() => if changed.is_err() { return None },
+                    changed = status.changed() => if changed.is_err() { return None },
                 }
             }
         };
@@ -524,8 +539,43 @@ impl Cp {
             biased;
             leader = known => leader.ok_or_else(|| CpRequestError::Internal("Raft stopped".into())),
             () = self.inner.clock.sleep(limit) => Err(CpRequestError::NoLeader {
-                detail: format!("none elected within {} ms", limit.as_millis()),
+                detail: match last_seen {
+                    Some(id) => format!(
+                        "leader node {id} unreachable and none other elected within {} ms",
+                        limit.as_millis()
+                    ),
+                    None => format!("none elected within {} ms", limit.as_millis()),
+                },
             }),
+        }
+    }
+
+    /// Resolves once this node no longer believes `leader` leads, or the detector has given up
+    /// on it: a request forwarded there will not be answered in time (a paused or cut-off
+    /// zombie), so the caller stops waiting.
+    async fn leader_lost(&self, leader: u64) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        let mut status = self.inner.status.clone();
+        loop {
+            let current = metrics.borrow_and_update().current_leader;
+            if current != Some(leader) {
+                return match current {
+                    Some(id) => format!("leadership moved from node {leader} to node {id}"),
+                    None => format!("node {leader} is no longer the known leader (election)"),
+                };
+            }
+            if !status
+                .borrow_and_update()
+                .reachable
+                .contains(&NodeId(leader))
+            {
+                return format!("leader node {leader} became unreachable");
+            }
+            tokio::select! {
+                biased;
+                changed = metrics.changed() => if changed.is_err() { return "Raft stopped".into() },
+                changed = status.changed() => if changed.is_err() { return "the node is shutting down".into() },
+            }
         }
     }
 
@@ -550,11 +600,17 @@ impl Cp {
             .timeout()
             .saturating_sub(self.inner.clock.now().since(started));
         let request = RpcRequest::Write(command);
-        let reply = self
-            .inner
-            .rpc
-            .request(NodeId(leader), request, remaining)
-            .await;
+        let forwarded = self.inner.rpc.request(NodeId(leader), request, remaining);
+        // The old leader may still have appended the write: its fate is unknown, not failed.
+        let reply = tokio::select! {
+            biased;
+            reply = forwarded => reply,
+            detail = self.leader_lost(leader) => {
+                return Err(CpRequestError::Indeterminate {
+                    detail: format!("{detail} while the forwarded write was in flight"),
+                });
+            }
+        };
         let elapsed_ms = self.inner.clock.now().since(started).as_millis() as u64;
         match reply {
             Ok(RpcReply::Write(result)) => result,
@@ -631,12 +687,18 @@ impl Cp {
         if leader == self.inner.me.0 {
             return self.read_as_leader(request).await;
         }
-        match self
+        let forwarded = self
             .inner
             .rpc
-            .request(NodeId(leader), RpcRequest::Read(request), timeout)
-            .await
-        {
+            .request(NodeId(leader), RpcRequest::Read(request), timeout);
+        let reply = tokio::select! {
+            biased;
+            reply = forwarded => reply,
+            detail = self.leader_lost(leader) => {
+                return Err(CpRequestError::NoLeader { detail });
+            }
+        };
+        match reply {
             Ok(RpcReply::Read(result)) => result.map(|response| ReadOutcome {
                 response,
                 consistency,
