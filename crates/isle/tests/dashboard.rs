@@ -8,6 +8,8 @@
 //! written here (RFC 6455 text frames only), so the test needs no extra crates. Without a
 //! `chromium` binary the test is skipped with a message, unless `ISLE_REQUIRE_CHROMIUM=1`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -525,4 +527,115 @@ fn the_dashboard_shows_five_nodes_and_cuts_a_link_from_its_control_panel() {
     }
     drop(browser);
     drop(demo);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Without a browser: the page, its event stream, and who may call the API cross-origin.
+
+/// Sends `request` (a whole HTTP/1.1 request) to `addr` and reads the answer until it contains
+/// `until` or the connection closes or 5 s pass.
+fn raw(addr: &str, request: &str, until: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while start.elapsed() < Duration::from_secs(5) {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Err(_) => {} // read timeout: look again
+        }
+        if String::from_utf8_lossy(&answer).contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn every_node_serves_the_page_and_its_events_and_allows_only_member_origins() {
+    let cluster = common::LocalCluster::start(3);
+    let _logs = cluster.logs_on_panic();
+    let (a, b) = (cluster.http(1), cluster.http(2));
+    common::wait_for("node 1 to know node 2", Duration::from_secs(30), || {
+        let status = common::status(&a)?;
+        let known = status["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["http_addr"] == json!(b));
+        if known {
+            Ok(())
+        } else {
+            Err(format!("{status}"))
+        }
+    });
+
+    let page = raw(
+        &a,
+        &format!("GET /dashboard HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n"),
+        "</html>",
+    );
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<title>Isle dashboard</title>"), "{page}");
+    let root = raw(
+        &a,
+        &format!("GET / HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n"),
+        "\r\n\r\n",
+    );
+    assert!(
+        root.starts_with("HTTP/1.1 307") && root.contains("location: /dashboard"),
+        "{root}"
+    );
+
+    // The event stream, asked cross-origin by a page served from node 2.
+    let events = raw(
+        &a,
+        &format!("GET /v1/dashboard/events HTTP/1.1\r\nHost: {a}\r\nOrigin: http://{b}\r\n\r\n"),
+        "\n\n",
+    );
+    assert!(events.starts_with("HTTP/1.1 200"), "{events}");
+    assert!(events.contains("text/event-stream"), "{events}");
+    assert!(
+        events
+            .to_ascii_lowercase()
+            .contains(&format!("access-control-allow-origin: http://{b}")),
+        "{events}"
+    );
+    let data = events
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no data line: {events}"));
+    let snapshot: Value = serde_json::from_str(data).expect("snapshot JSON");
+    assert_eq!(snapshot["node"], 1, "{snapshot}");
+    assert_eq!(snapshot["faults"]["allowed"], true, "{snapshot}");
+    assert!(
+        snapshot["cp"].is_object() && snapshot["ap"].is_object(),
+        "{snapshot}"
+    );
+
+    // A preflight from a member origin is answered; one from any other origin is not allowed.
+    let preflight = |origin: &str| {
+        raw(
+            &a,
+            &format!(
+                "OPTIONS /v1/faults HTTP/1.1\r\nHost: {a}\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+            ),
+            "\r\n\r\n",
+        )
+        .to_ascii_lowercase()
+    };
+    let member = preflight(&format!("http://{b}"));
+    assert!(member.starts_with("http/1.1 204"), "{member}");
+    assert!(member.contains("access-control-allow-methods"), "{member}");
+    let stranger = preflight("http://evil.example");
+    assert!(
+        !stranger.contains("access-control-allow-origin"),
+        "a foreign origin must not be allowed: {stranger}"
+    );
 }
