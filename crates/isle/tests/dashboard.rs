@@ -140,18 +140,21 @@ fn nonce() -> [u8; 16] {
 // ---------------------------------------------------------------------------------------------
 // The DevTools Protocol over it.
 
+/// Kills (and reaps) the browser when dropped, also when a panic cuts its launch short.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Browser {
-    child: Child,
+    _child: Killed,
     socket: WebSocket,
     next_id: u64,
     _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Browser {
@@ -177,6 +180,7 @@ impl Browser {
             .expect("start chromium");
         // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID" on stderr.
         let stderr = child.stderr.take().expect("chromium stderr");
+        let child = Killed(child);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -206,7 +210,7 @@ impl Browser {
             .expect("a page target")
             .to_string();
         Browser {
-            child,
+            _child: child,
             socket: WebSocket::connect(&page),
             next_id: 1,
             _profile: profile,
