@@ -1,5 +1,6 @@
 //! The seed sweep: for each seed, a cluster size (3 or 5) and one to three overlapping nemesis
-//! windows drawn from the seed (every kind of the vocabulary), a run, and every AP check.
+//! windows drawn from the seed (every kind of the vocabulary), a run with the AP and CP
+//! workloads, and every check (`isle_sim::sweep::run_and_check`; `isle chaos sim` runs the same).
 //!
 //! Every seed is printed with its figures; a failing seed prints the command that replays it.
 //! `ISLE_SIM_SEED=7` runs one seed; `ISLE_SIM_SEEDS=1000` sets how many (from
