@@ -260,3 +260,36 @@ pub fn minority_writes(run: &Run) -> Verdict {
     verdict.note(format!("{checked} acknowledged CP mutations checked"));
     verdict
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nemesis::Sides;
+
+    #[test]
+    fn a_side_holds_quorum_only_with_a_majority_of_the_voters() {
+        let split = Nemesis::Partition {
+            sides: Sides::MajorityMinority,
+        };
+        let effects = Effects::of([&split], 5);
+        assert!(side_has_quorum(&effects, 1, 5));
+        assert!(!side_has_quorum(&effects, 4, 5));
+        // A paused or crashed node is a side of its own.
+        let pause = Nemesis::Pause { node: 2 };
+        assert!(!side_has_quorum(&Effects::of([&pause], 3), 2, 3));
+        assert!(side_has_quorum(&Effects::of([&pause], 3), 1, 3));
+        // Two of five, but a majority of the three voters left: either configuration counts.
+        let removed = [
+            split.clone(),
+            Nemesis::Membership { node: 1 },
+            Nemesis::Membership { node: 2 },
+        ];
+        assert!(side_has_quorum(&Effects::of(&removed, 5), 4, 5));
+        // One-way reachability is not a side: node 1 hears nobody back.
+        let one_way = Nemesis::OneWay {
+            from: vec![2, 3],
+            to: vec![1],
+        };
+        assert!(!side_has_quorum(&Effects::of([&one_way], 3), 1, 3));
+    }
+}
