@@ -150,7 +150,7 @@ async fn events(State(dashboard): State<Dashboard>) -> Response {
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(
         stream::unfold((dashboard, true), |(dashboard, first)| async move {
             if !first {
-                tokio::time::sleep(PERIOD).await;
+                dashboard.node.clock.sleep(PERIOD).await;
             }
             // The status channel closes when the node stops: end the stream, so the HTTP
             // server's graceful shutdown is not held up by an open page.

@@ -80,6 +80,8 @@ pub struct NodeHandle {
     /// The wall clock's skew, when the node runs on the system clock (the chaos lab jumps it
     /// through `/v1/faults/clock` on nodes that allow fault injection).
     pub clock_skew: Option<ClockSkew>,
+    /// The node's clock (the only one its API layer may sleep on: simulated in the sim).
+    pub clock: Arc<dyn Clock>,
     shutdown: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
     done: watch::Receiver<bool>,
 }
@@ -228,7 +230,7 @@ pub async fn start_with<N: Network>(
     let (done_tx, done_rx) = watch::channel(false);
     let event_loop = EventLoop {
         core,
-        clock: env.clock,
+        clock: env.clock.clone(),
         store: env.store,
         transport,
         metrics,
@@ -248,6 +250,7 @@ pub async fn start_with<N: Network>(
         cp,
         ap,
         clock_skew: None,
+        clock: env.clock,
         shutdown: Arc::new(std::sync::Mutex::new(Some(shutdown_tx))),
         done: done_rx,
     })

@@ -1025,6 +1025,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     let violated = tokio::select! {
+        biased;
         result = done_rx => result.context("the run's thread died")??,
         _ = tokio::signal::ctrl_c() => return interrupted(engine),
         _ = terminate.recv() => return interrupted(engine),
