@@ -372,26 +372,23 @@ fn kind(status: u16, body: &Value) -> String {
 
 /// A CP answer that is not 200: 503 and 4xx are refusals before anything was proposed.
 fn cp_failure(reply: &Reply) -> (Outcome, String) {
-    match reply {
-        Answer(status, body) => {
-            let outcome = match status {
-                503 | 400 | 409 => Outcome::Fail,
-                _ => Outcome::Indeterminate,
-            };
-            (outcome, kind(*status, body))
-        }
-        Reply::NotSent(err) => (Outcome::Fail, format!("not sent: {err}")),
-        Reply::Lost(err) => (Outcome::Indeterminate, err.clone()),
-    }
+    failure(reply, &[503, 400, 409])
 }
 
 /// An AP answer that is not 200: `Unavailable` may have stored the write somewhere.
 fn ap_failure(reply: &Reply) -> (Outcome, String) {
+    failure(reply, &[400, 409, 422])
+}
+
+/// A failed request's outcome: the statuses in `definite` (and a request never sent) are
+/// refusals; any other answer, or a lost connection, leaves the operation's fate unknown.
+fn failure(reply: &Reply, definite: &[u16]) -> (Outcome, String) {
     match reply {
         Answer(status, body) => {
-            let outcome = match status {
-                400 | 409 | 422 => Outcome::Fail,
-                _ => Outcome::Indeterminate,
+            let outcome = if definite.contains(status) {
+                Outcome::Fail
+            } else {
+                Outcome::Indeterminate
             };
             (outcome, kind(*status, body))
         }
