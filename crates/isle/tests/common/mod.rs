@@ -19,8 +19,8 @@ pub fn free_port() -> u16 {
 }
 
 /// The data dir and launch specs of an `n`-node loopback cluster, every node seeded with
-/// every other and serving Redis clients (`--resp`, see [`LocalCluster::resp`]), ports from
-/// `port`.
+/// every other and serving Redis clients (`--resp`, see [`LocalCluster::resp`]) and etcd
+/// clients (`--grpc`, see [`LocalCluster::grpc`]), ports from `port`.
 fn cluster_specs(
     n: u64,
     extra: &[&str],
@@ -32,6 +32,7 @@ fn cluster_specs(
         .map(|id| {
             let index = (id - 1) as usize;
             let resp = format!("127.0.0.1:{}", port());
+            let grpc = format!("127.0.0.1:{}", port());
             NodeSpec {
                 id,
                 peer: peers[index].clone(),
@@ -42,7 +43,7 @@ fn cluster_specs(
                     .filter(|p| **p != peers[index])
                     .cloned()
                     .collect(),
-                extra: ["--allow-fault-injection", "--resp", &resp]
+                extra: ["--allow-fault-injection", "--resp", &resp, "--grpc", &grpc]
                     .into_iter()
                     .chain(extra.iter().copied())
                     .map(String::from)
@@ -268,11 +269,21 @@ impl LocalCluster {
 
     /// RESP (Redis) address of node `id`: the `--resp` flag it was started with.
     pub fn resp(&self, id: u64) -> String {
+        self.flag(id, "--resp")
+    }
+
+    /// etcd v3 gRPC address of node `id`: the `--grpc` flag it was started with.
+    pub fn grpc(&self, id: u64) -> String {
+        self.flag(id, "--grpc")
+    }
+
+    /// The value of `flag` among node `id`'s extra flags.
+    fn flag(&self, id: u64, flag: &str) -> String {
         let extra = &self.nodes[(id - 1) as usize].spec.extra;
         let at = extra
             .iter()
-            .position(|flag| flag == "--resp")
-            .unwrap_or_else(|| panic!("node {id} was started without --resp"));
+            .position(|f| f == flag)
+            .unwrap_or_else(|| panic!("node {id} was started without {flag}"));
         extra[at + 1].clone()
     }
 

@@ -1,47 +1,36 @@
-//! `isle bench cp`: load against a running cluster's CP keyspace — puts, linearizable gets
-//! and stale gets at several concurrencies — printing throughput and latency percentiles, and
-//! one JSON line per run for tools. `--etcd URL` runs the same load against etcd's HTTP/JSON
-//! gateway, so both are measured the same way in one run.
+//! The HTTP benches (`--protocol http`), as they were before the gRPC and RESP ones.
 //!
-//! `isle bench ap`: load against the AP keyspace (`/v1/ap`) — puts, gets or counter
-//! increments over a key space, spread across one or more nodes — once per consistency level
-//! (`--levels one,quorum,all`), printing one row per level.
+//! `isle bench cp --protocol http`: load against a running cluster's CP keyspace over
+//! `/v1/cp` — puts, linearizable gets and stale gets at several concurrencies — printing
+//! throughput and latency percentiles, and one JSON line per run for tools. `--etcd URL` runs
+//! the same load against etcd's HTTP/JSON gateway, so both are measured the same way in one run.
+//!
+//! `isle bench ap --protocol http`: load against the AP keyspace (`/v1/ap`) — puts, gets or
+//! counter increments over a key space, spread across one or more nodes — once per consistency
+//! level (`--levels one,quorum,all`), printing one row per level.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde_json::{Value, json};
 
-/// `isle bench ...`
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Benchmark the CP keyspace (or etcd, with --etcd).
-    Cp(CpBenchArgs),
-    /// Benchmark the AP keyspace, once per consistency level.
-    Ap(ApBenchArgs),
-}
+use super::percentile;
 
-/// Flags of `isle bench cp`.
-#[derive(Args, Debug)]
-pub struct CpBenchArgs {
+/// What `isle bench cp --protocol http` does (its flags, defaults applied).
+pub(super) struct CpHttp {
     /// HTTP address of the Isle node to send requests to.
-    #[arg(long, default_value = "127.0.0.1:8401")]
-    http: String,
+    pub http: String,
     /// Benchmark etcd instead, through its v3 HTTP/JSON gateway at this address (host:port).
-    #[arg(long)]
-    etcd: Option<String>,
-    /// Concurrent clients per phase, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
-    clients: Vec<usize>,
-    /// Seconds per phase.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    pub etcd: Option<String>,
+    /// Concurrent clients per phase.
+    pub clients: Vec<usize>,
+    /// Length of a phase.
+    pub duration: Duration,
     /// Value size in bytes.
-    #[arg(long, default_value_t = 100)]
-    value_bytes: usize,
+    pub value_bytes: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -159,19 +148,11 @@ async fn client_loop(
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
 async fn run_phase(
     target: &Target,
     op: Op,
     clients: usize,
-    args: &CpBenchArgs,
+    args: &CpHttp,
 ) -> anyhow::Result<Value> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -192,7 +173,7 @@ async fn run_phase(
         errors: 0,
     }));
     let started = Instant::now();
-    let until = started + Duration::from_secs(args.seconds);
+    let until = started + args.duration;
     let tasks: Vec<_> = (0..clients)
         .map(|worker| {
             let task = client_loop(
@@ -229,16 +210,8 @@ async fn run_phase(
     }))
 }
 
-/// Runs `isle bench ...`.
-pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Cp(args) => run_cp(args).await,
-        BenchCommand::Ap(args) => run_ap(args).await,
-    }
-}
-
-/// Runs `isle bench cp`.
-async fn run_cp(args: CpBenchArgs) -> anyhow::Result<()> {
+/// Runs `isle bench cp --protocol http`.
+pub(super) async fn run_cp(args: CpHttp) -> anyhow::Result<()> {
     let target = match &args.etcd {
         Some(addr) => Target::Etcd(addr.clone()),
         None => Target::Isle(args.http.clone()),
@@ -270,45 +243,54 @@ async fn run_cp(args: CpBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Flags of `isle bench ap`.
-#[derive(Args, Debug)]
-pub struct ApBenchArgs {
-    /// HTTP addresses of the nodes to spread requests over (comma-separated or repeated).
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8401")]
-    http: Vec<String>,
+/// The flags only `isle bench ap --protocol http` takes (giving one selects that protocol);
+/// --seconds, --keys (gets first write each of `bench-0` ... `bench-<N-1>`; counters are
+/// `bench-counter-<i>`) and --value-bytes are shared.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "HTTP protocol (/v1/ap)")]
+pub struct ApHttpArgs {
+    /// HTTP addresses of the nodes to spread requests over (comma-separated or repeated)
+    /// [default: 127.0.0.1:8401].
+    #[arg(long, value_delimiter = ',')]
+    http: Option<Vec<String>>,
     /// Also spread requests over every other member the first node knows.
     #[arg(long)]
     discover: bool,
-    /// Bucket to write to.
-    #[arg(long, default_value = "default")]
-    bucket: String,
+    /// Bucket to write to [default: default].
+    #[arg(long)]
+    bucket: Option<String>,
     /// What each request does: put (a value, with the context of the worker's previous put
     /// of that key, so siblings do not pile up), get, or incr (a counter). Comma-separated:
-    /// each runs in turn.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "put")]
-    op: Vec<ApOp>,
-    /// Consistency level (W for writes, R for reads): one, quorum, all, or a number.
-    #[arg(long, visible_alias = "r", default_value = "quorum")]
-    w: String,
+    /// each runs in turn [default: put].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    op: Option<Vec<ApOp>>,
+    /// Consistency level (W for writes, R for reads): one, quorum, all, or a number
+    /// [default: quorum].
+    #[arg(long, visible_alias = "r")]
+    w: Option<String>,
     /// Run once per level, e.g. `one,quorum,all` (overrides --w).
     #[arg(long, value_delimiter = ',')]
     levels: Vec<String>,
     /// Count only primary replicas (no sloppy quorum).
     #[arg(long)]
     strict: bool,
-    /// Seconds per run.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Value size in bytes (puts).
-    #[arg(long, default_value_t = 100)]
-    value_size: usize,
-    /// Distinct keys (`bench-0` ... `bench-<N-1>`, counters `bench-counter-<i>`); gets first
-    /// write each one.
-    #[arg(long, default_value_t = 1000)]
-    keys: usize,
+    /// Requests in flight at once [default: 16].
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+impl ApHttpArgs {
+    /// Whether any flag of the HTTP bench was given.
+    pub(super) fn given(&self) -> bool {
+        self.http.is_some()
+            || self.discover
+            || self.bucket.is_some()
+            || self.op.is_some()
+            || self.w.is_some()
+            || !self.levels.is_empty()
+            || self.strict
+            || self.concurrency.is_some()
+    }
 }
 
 /// What an AP benchmark request does.
@@ -480,9 +462,9 @@ async fn prefill(run: &ApRun) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_ap_phase(run: Arc<ApRun>, seconds: u64) -> anyhow::Result<Value> {
+async fn run_ap_phase(run: Arc<ApRun>, duration: Duration) -> anyhow::Result<Value> {
     let started = Instant::now();
-    let until = started + Duration::from_secs(seconds);
+    let until = started + duration;
     let tasks: Vec<_> = (0..run.workers)
         .map(|worker| tokio::spawn(ap_worker(run.clone(), worker, until)))
         .collect();
@@ -514,10 +496,18 @@ async fn run_ap_phase(run: Arc<ApRun>, seconds: u64) -> anyhow::Result<Value> {
     }))
 }
 
-/// Runs `isle bench ap`.
-async fn run_ap(args: ApBenchArgs) -> anyhow::Result<()> {
-    let mut nodes: Vec<String> = args
-        .http
+/// Runs `isle bench ap --protocol http`: `keys` distinct keys, values of `value_size` bytes.
+pub(super) async fn run_ap(
+    args: ApHttpArgs,
+    duration: Duration,
+    keys: u64,
+    value_size: usize,
+) -> anyhow::Result<()> {
+    let http = args.http.unwrap_or_else(|| vec!["127.0.0.1:8401".into()]);
+    let bucket = args.bucket.unwrap_or_else(|| "default".into());
+    let ops = args.op.unwrap_or_else(|| vec![ApOp::Put]);
+    let keys = usize::try_from(keys).unwrap_or(usize::MAX);
+    let mut nodes: Vec<String> = http
         .iter()
         .map(|addr| {
             addr.trim_start_matches("http://")
@@ -536,36 +526,36 @@ async fn run_ap(args: ApBenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let workers = args.concurrency.max(1);
+    let workers = args.concurrency.unwrap_or(16).max(1);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(workers)
         .build()?;
     let levels = if args.levels.is_empty() {
-        vec![args.w.clone()]
+        vec![args.w.clone().unwrap_or_else(|| "quorum".into())]
     } else {
         args.levels.clone()
     };
     let shape = |op: ApOp, level: &str| ApRun {
         client: client.clone(),
         nodes: nodes.clone(),
-        bucket: args.bucket.clone(),
+        bucket: bucket.clone(),
         op,
         level: level.to_string(),
         strict: args.strict,
-        value: "x".repeat(args.value_size),
-        keys: args.keys.max(1),
+        value: "x".repeat(value_size),
+        keys: keys.max(1),
         workers,
     };
     println!(
         "AP bench: bucket {}, {} node(s) [{}], {} keys, concurrency {}, {} s per run, {}-byte values",
-        args.bucket,
+        bucket,
         nodes.len(),
         nodes.join(","),
-        args.keys.max(1),
+        keys.max(1),
         workers,
-        args.seconds,
-        args.value_size
+        duration.as_secs_f64(),
+        value_size
     );
     println!(
         "{:<5} {:<13} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
@@ -573,12 +563,12 @@ async fn run_ap(args: ApBenchArgs) -> anyhow::Result<()> {
     );
     let mut lines = Vec::new();
     let mut errors = Vec::new();
-    for &op in &args.op {
+    for &op in &ops {
         if op == ApOp::Get {
             prefill(&shape(op, "quorum")).await?;
         }
         for level in &levels {
-            let result = run_ap_phase(Arc::new(shape(op, level)), args.seconds).await?;
+            let result = run_ap_phase(Arc::new(shape(op, level)), duration).await?;
             let level = if args.strict {
                 format!("{level} strict")
             } else {
@@ -610,6 +600,7 @@ async fn run_ap(args: ApBenchArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::BenchCommand;
     use super::*;
 
     #[test]
@@ -643,9 +634,14 @@ mod tests {
         let BenchCommand::Ap(args) = parsed.bench else {
             panic!("ap")
         };
-        assert_eq!(args.http, ["a:1", "b:2"]);
+        let args = args.http;
+        assert!(args.given());
+        assert_eq!(
+            args.http.as_deref(),
+            Some(["a:1".into(), "b:2".into()].as_slice())
+        );
         assert_eq!(args.levels, ["one", "quorum", "all"]);
-        assert_eq!(args.op, [ApOp::Put, ApOp::Get]);
+        assert_eq!(args.op, Some(vec![ApOp::Put, ApOp::Get]));
         let run = ApRun {
             client: reqwest::Client::new(),
             nodes: vec!["a".into()],
@@ -665,13 +661,5 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 10);
-    }
-
-    #[test]
-    fn percentiles_of_sorted_samples() {
-        let samples: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&samples, 0.5), 51);
-        assert_eq!(percentile(&samples, 0.99), 99);
-        assert_eq!(percentile(&[], 0.5), 0);
     }
 }
