@@ -450,7 +450,12 @@ impl Plan {
         clients: usize,
     ) -> anyhow::Result<Stats> {
         if op.needs_prefill() && !side.prefilled {
-            eprintln!("{}: writing {} keys for the reads", side.name, self.keys);
+            eprintln!(
+                "{}: writing {} keys for {} to find",
+                side.name,
+                self.keys,
+                op.name()
+            );
             side.driver
                 .prefill()
                 .await
