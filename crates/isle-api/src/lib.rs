@@ -81,6 +81,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Nagle would hold a small reply until the client's delayed ACK (~40 ms on Linux).
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "http: TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, router(node))
         .with_graceful_shutdown(shutdown)
         .await

@@ -173,7 +173,8 @@ pub async fn serve(
             election::ElectionService(etcd),
         ))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // Nagle would hold each small reply until the client's delayed ACK (~40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await
