@@ -216,6 +216,10 @@ pub async fn start_with<N: Network>(
     )
     .await
     .map_err(NodeError::Cp)?;
+    registry.register_collector(Box::new(crate::cp::CpCollector {
+        log: Arc::clone(env.store.log_stats()),
+        reads: cp.read_stats(),
+    }));
     let ap = Ap::start(
         config.id,
         config.ap.clone(),
@@ -286,7 +290,10 @@ impl EventLoop {
                     self.core.handle_timeout(self.clock.now());
                 }
                 message = inbound.recv() => match message {
-                    Some(message) => self.handle_message(message),
+                    // Requests and replies leave the core as it was: no new status to publish
+                    // (publishing wakes every waiter on it, thousands of times a second under
+                    // load).
+                    Some(message) => if !self.handle_message(message) { continue },
                     None => break,
                 },
             }
@@ -302,11 +309,13 @@ impl EventLoop {
         info!(node = %self.core.id(), "stopped");
     }
 
-    fn handle_message(&mut self, message: isle_net::Inbound<PeerMessage>) {
+    /// Handles one peer message; says whether it reached the core (a heartbeat).
+    fn handle_message(&mut self, message: isle_net::Inbound<PeerMessage>) -> bool {
         let now = self.clock.now();
         match message.msg {
             PeerMessage::Heartbeat(heartbeat) => {
                 self.core.handle_heartbeat(now, message.from, heartbeat);
+                return true;
             }
             PeerMessage::Request {
                 id,
@@ -315,6 +324,10 @@ impl EventLoop {
                 let ap = self.ap.clone();
                 tokio::spawn(async move { ap.handle_request(message.from, id, request).await });
             }
+            PeerMessage::Request {
+                id,
+                body: RpcRequest::Raft(isle_cp::raft::RaftRequest::Append(request)),
+            } => self.cp.submit_append(message.from, id, request),
             PeerMessage::Request { id, body } => {
                 // Served off the loop: a Raft append or a forwarded write may take a while.
                 let cp = self.cp.clone();
@@ -322,6 +335,7 @@ impl EventLoop {
             }
             PeerMessage::Reply { id, body } => self.rpc.complete(id, body),
         }
+        false
     }
 
     fn drain_outputs(&mut self, snapshot: &Status) {

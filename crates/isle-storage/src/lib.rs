@@ -4,7 +4,8 @@
 //! identity and the membership it has learned, and the Raft log of the CP keyspace
 //! ([`RedbLogStore`], openraft's log storage); and the AP keyspace's objects, hints and Merkle leaves ([`ApStore`]). redb was
 //! chosen because it is pure Rust, ACID with `Durability::Immediate` (fsync before a commit
-//! returns), has no background threads (deterministic under simulation) and offers an in-memory
+//! returns), has no background threads of its own (the Raft log's flusher is ours, and only on disk, so
+//! simulation stays deterministic) and offers an in-memory
 //! backend, which is what the simulator plugs in.
 
 mod ap;
@@ -15,5 +16,6 @@ mod records;
 pub use ap::{ApStore, ApStoreError, ApWrite, KeyedObject, StoredHint, StoredLeaf};
 pub use meta::RedbStore;
 pub use raft_log::{
-    CorruptRecord, LIMITED_READ_BYTES_MAX, LIMITED_READ_ENTRIES_MAX, RecordKey, RedbLogStore,
+    CorruptRecord, LIMITED_READ_BYTES_MAX, LIMITED_READ_ENTRIES_MAX, LogStats, RecordKey,
+    RedbLogStore,
 };

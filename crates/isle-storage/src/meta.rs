@@ -8,7 +8,7 @@ use isle_types::{Identity, Member, NodeId};
 use openraft::RaftTypeConfig;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::raft_log::{self, RedbLogStore};
+use crate::raft_log::{self, LogStats, RedbLogStore};
 
 /// Small singleton records, keyed by name, JSON-encoded so an operator can inspect them.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -23,6 +23,17 @@ const IDENTITY_KEY: &str = "identity";
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
+    /// The Raft log: on disk its entries in a write-ahead log with group commit; in memory in
+    /// a redb table, every append committed inline (no thread: simulation stays deterministic).
+    raft_log: RaftLogHandle,
+}
+
+/// One Raft log per store, whatever type config its handles are used with (the entries are
+/// stored as framed bytes; the type only decodes them).
+#[derive(Clone)]
+struct RaftLogHandle {
+    wal: Option<Arc<crate::raft_log::wal::Wal>>,
+    stats: Arc<LogStats>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -47,7 +58,21 @@ impl RedbStore {
         let path = data_dir.join("isle.redb");
         let db = Database::create(&path)
             .map_err(|e| engine(format!("cannot open {}: {e}", path.display())))?;
-        Self::init(db)
+        let mut store = Self::init(db)?;
+        let wal_dir = data_dir.join("raft-wal");
+        // The type config only decodes entries; any one opens (and migrates) the files.
+        let log =
+            RedbLogStore::<RawConfig>::open_wal(Arc::clone(&store.db), &wal_dir).map_err(|e| {
+                engine(format!(
+                    "cannot open the Raft log in {}: {e}",
+                    wal_dir.display()
+                ))
+            })?;
+        store.raft_log = RaftLogHandle {
+            wal: log.wal().cloned(),
+            stats: Arc::clone(log.stats()),
+        };
+        Ok(store)
     }
 
     /// A store that lives in memory only: for the simulator, never for a real node.
@@ -68,13 +93,30 @@ impl RedbStore {
         crate::records::create_table(&txn).map_err(engine)?;
         crate::ap::create_tables(&txn).map_err(engine)?;
         txn.commit().map_err(engine)?;
-        Ok(RedbStore { db: Arc::new(db) })
+        Ok(RedbStore {
+            db: Arc::new(db),
+            raft_log: RaftLogHandle {
+                wal: None,
+                stats: Arc::default(),
+            },
+        })
     }
 
     /// The Raft log, vote and committed id kept in this store's database, for the type config
-    /// `C`. Each call returns a new handle on the same tables; see [`RedbLogStore`].
+    /// `C`. Each call returns a new handle on the same tables; see [`RedbLogStore`]. On disk
+    /// it group-commits (appends return before their fsync, which one flusher thread makes for
+    /// every batch queued meanwhile); in memory every append commits inline.
     pub fn raft_log_store<C: RaftTypeConfig>(&self) -> RedbLogStore<C> {
-        RedbLogStore::on_initialized(Arc::clone(&self.db))
+        RedbLogStore::on_initialized(
+            Arc::clone(&self.db),
+            self.raft_log.wal.clone(),
+            Arc::clone(&self.raft_log.stats),
+        )
+    }
+
+    /// The Raft log's disk counters (fsyncs, batches, entries), shared by every handle.
+    pub fn log_stats(&self) -> &Arc<LogStats> {
+        &self.raft_log.stats
     }
 
     /// The underlying database, for other stores that keep their tables in the node's file.
@@ -82,6 +124,12 @@ impl RedbStore {
         Arc::clone(&self.db)
     }
 }
+
+openraft::declare_raft_types!(
+    /// A type config for handling the log's files without decoding entries (opening, moving an
+    /// old table into the WAL).
+    RawConfig
+);
 
 fn decode<T: serde::de::DeserializeOwned>(
     table: &'static str,

@@ -1,49 +1,47 @@
 //! [`RedbLogStore`]: openraft's durable log, vote and committed-id store, on redb.
 //!
-//! # Tables
+//! # Where things live
 //!
-//! Two tables in the node's one redb file, next to [`RedbStore`](crate::RedbStore)'s own:
+//! - The entries: on a node's disk, in the write-ahead log of [`wal`] (segment files under
+//!   `<data-dir>/raft-wal/`); in a simulator's in-memory store, in the redb table `raft_log`
+//!   (`u64` log index → one framed entry).
+//! - `raft_meta` in the node's redb file — `&str` → one framed record: `vote`, `committed`,
+//!   `last_purged`.
 //!
-//! - `raft_log` — `u64` log index → one framed entry;
-//! - `raft_meta` — `&str` → one framed record: `vote`, `committed`, `last_purged`.
+//! Every entry and record is framed by [`record`]: a crc32c over table, key, format version and a
+//! postcard payload (the WAL stores the very same records). A record that fails its checks is an
+//! [`io::Error`] of kind [`io::ErrorKind::InvalidData`] carrying a [`CorruptRecord`] that names
+//! the table and the index or key — never a panic, never a wrong value handed to Raft.
 //!
-//! Every value is framed by [`record`]: a crc32c over table, key, format version and a postcard
-//! payload. A record that fails its checks is an [`io::Error`] of kind
-//! [`io::ErrorKind::InvalidData`] carrying a [`CorruptRecord`] that names the table and the
-//! index or key — never a panic, never a wrong value handed to Raft.
+//! # Durability and group commit
 //!
-//! # Durability and ordering
+//! - **On disk** ([`RedbStore::open`](crate::RedbStore::open)): `append` writes its batch of
+//!   entries to the WAL with one `write` and returns once they are readable; its [`IOFlushed`]
+//!   callback goes to the WAL's flusher thread ([`flush`]), which fsyncs once for every batch
+//!   written while the previous fsync ran and then reports them all flushed. openraft publishes
+//!   entries to the followers as soon as `append` returns (`broadcast_submitted_on_append`) and
+//!   counts the leader's own flush like a follower's ack, so the leader's fsync overlaps
+//!   replication, and an append never waits for an fsync in progress.
+//! - **In memory** (the simulator): every append is one redb transaction committed with
+//!   [`Durability::Immediate`], its callback fired before `append` returns. No thread, so
+//!   simulated runs stay deterministic.
 //!
-//! Every write is one redb write transaction committed with [`Durability::Immediate`], so it is on
-//! disk (fsynced) when the commit returns. [`RaftLogStorage::append`] calls its [`IOFlushed`]
-//! callback only after that commit, and returns after it too: entries are readable and durable by
-//! then. Writes are serialized twice over: openraft issues them from one task, one at a time, and
-//! redb admits one write transaction at a time.
+//! The vote and the purge point are committed with immediate durability (rare; a vote must be
+//! durable before it is answered); a truncation is fsynced before it returns. The committed log
+//! id is written without an fsync: openraft treats it as a hint (it lets a restarted node
+//! re-apply sooner) and it is persisted by the database's next durable commit.
+//! openraft batches too: it merges the client writes queued while the previous IO ran into one
+//! `append` of up to `Config::max_append_entries` entries. [`LogStats`] counts fsyncs, batches and
+//! entries (`/metrics` shows them per node).
 //!
-//! # Group commit
-//!
-//! One `append` call is one transaction, however many entries it carries. openraft batches for us:
-//! it merges the client writes queued while the previous IO ran, and consecutive append commands of
-//! one leader, into one call of up to `Config::max_append_entries` entries (4096 by default), so
-//! the fsync is paid per batch, not per entry. A commit costs about one `fdatasync` plus redb's
-//! page writes, and grows slowly with its size. Measured by `append_throughput_single_vs_batched`
-//! (`raft_log/tests.rs`; run it with `--release -- --nocapture`), 100-byte entries, 2-core VM,
-//! release build, three runs: one entry per append 0.19–0.24 ms, 100 entries per append 0.42–0.43
-//! ms, so batching gave 45–55× the entries per second; a raw 4 KiB write + `fdatasync` took
-//! 0.09–0.13 ms in the same runs. A debug build is ≈ 5× slower per commit (≈ 1.0 ms and ≈ 2.5 ms),
-//! and under a disk loaded by other builds single appends took up to 6 ms: compare figures within
-//! one run, not across runs.
+//! An earlier version kept the entries in the redb table on disk too; [`RedbLogStore::open_wal`]
+//! moves such a log into the WAL the first time a node opens it.
 //!
 //! # Blocking
 //!
-//! redb is synchronous. Each call here runs one short transaction inline on the calling task,
-//! without `spawn_blocking`: openraft's `RaftCore` awaits every log IO inline before its next step
-//! anyway, so handing the transaction to another thread would not let Raft progress sooner, and the
-//! hop costs: in the same release runs a single append took 0.18–0.27 ms inline and 0.27–0.34 ms
-//! through `spawn_blocking` (+0.07–0.1 ms, up to +50%). The price of inline is that one runtime
-//! worker is busy for one commit; with the multi-threaded runtime the other workers keep serving.
-//! Revisit (with `TypeConfigExt::spawn_blocking`, which follows the configured runtime) if commits
-//! grow slow enough to starve a worker.
+//! redb and the WAL's writes are synchronous and short (no fsync waits on the append path), so
+//! each call runs inline on the calling task: openraft awaits every log IO before its next step
+//! anyway. Truncation, rare, also waits for the flusher.
 //!
 //! # Concurrency
 //!
@@ -58,11 +56,13 @@
 //! consecutive). After a read: each entry's own index must equal its key, a multi-entry read must
 //! have no holes, and no entry may sit at or below the purge point.
 
+pub(crate) mod flush;
 pub(crate) mod record;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod tests;
+pub(crate) mod wal;
 
 use std::fmt;
 use std::io;
@@ -89,11 +89,13 @@ use redb::WriteTransaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use flush::LogStats;
 pub use record::CorruptRecord;
 pub use record::RecordKey;
 use record::corrupt;
 use record::decode;
 use record::encode;
+use wal::Wal;
 
 const LOG_TABLE_NAME: &str = "raft_log";
 const META_TABLE_NAME: &str = "raft_meta";
@@ -139,12 +141,21 @@ impl ReadBudget {
 /// [`RedbStore::raft_log_store`](crate::RedbStore::raft_log_store).
 pub struct RedbLogStore<C: RaftTypeConfig> {
     db: Arc<Database>,
+    /// The entries' write-ahead log on disk; `None`: entries in the redb table, every append
+    /// committed inline (in memory, for simulation).
+    wal: Option<Arc<Wal>>,
+    stats: Arc<LogStats>,
     config: PhantomData<fn() -> C>,
 }
 
 impl<C: RaftTypeConfig> Clone for RedbLogStore<C> {
     fn clone(&self) -> Self {
-        Self::on_initialized(Arc::clone(&self.db))
+        RedbLogStore {
+            db: Arc::clone(&self.db),
+            wal: self.wal.clone(),
+            stats: Arc::clone(&self.stats),
+            config: PhantomData,
+        }
     }
 }
 
@@ -155,20 +166,91 @@ impl<C: RaftTypeConfig> fmt::Debug for RedbLogStore<C> {
 }
 
 impl<C: RaftTypeConfig> RedbLogStore<C> {
-    /// Opens the Raft log kept in `db`, creating its tables if they are missing.
+    /// Opens the Raft log kept in `db`, creating its tables if they are missing; every append
+    /// is fsynced before it returns (inline mode).
     pub fn open(db: Arc<Database>) -> io::Result<Self> {
-        let txn = begin_write(&db)?;
+        let txn = begin_write(&db, Durability::Immediate)?;
         create_tables(&txn).map_err(engine("create the raft tables"))?;
         txn.commit().map_err(engine("commit the raft tables"))?;
-        Ok(Self::on_initialized(db))
+        Ok(Self::on_initialized(db, None, Arc::default()))
+    }
+
+    /// Opens the Raft log whose entries are in the write-ahead log in `wal_dir` (group commit,
+    /// see the module docs), its metadata in `db`. Entries an earlier version kept in `db`'s
+    /// table are moved into an empty WAL first.
+    pub fn open_wal(db: Arc<Database>, wal_dir: &std::path::Path) -> io::Result<Self> {
+        Self::open_wal_with(db, wal_dir, wal::SEGMENT_BYTES)
+    }
+
+    /// [`RedbLogStore::open_wal`] with WAL segments closed at `segment_bytes`.
+    pub(crate) fn open_wal_with(
+        db: Arc<Database>,
+        wal_dir: &std::path::Path,
+        segment_bytes: u64,
+    ) -> io::Result<Self> {
+        let store = Self::open(db)?;
+        let wal = Arc::new(Wal::open_with(
+            wal_dir,
+            segment_bytes,
+            Arc::clone(&store.stats),
+        )?);
+        store.migrate_table_into(&wal)?;
+        Ok(Self::on_initialized(store.db, Some(wal), store.stats))
+    }
+
+    /// Moves the entries of the redb table into `wal` if it is empty, then clears the table.
+    fn migrate_table_into(&self, wal: &Wal) -> io::Result<()> {
+        if wal.bounds().is_some() {
+            return Ok(());
+        }
+        let records: Vec<(u64, Vec<u8>)> = {
+            let txn = self.db.begin_read().map_err(engine("begin a read"))?;
+            let table = txn.open_table(LOG_TABLE).map_err(engine("open raft_log"))?;
+            let mut records = Vec::new();
+            for item in table.iter().map_err(engine("read raft_log"))? {
+                let (key, value) = item.map_err(engine("read raft_log"))?;
+                records.push((key.value(), value.value().to_vec()));
+            }
+            records
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        for chunk in records.chunks(LIMITED_READ_ENTRIES_MAX) {
+            wal.append(chunk)?;
+        }
+        wal.sync_now()?;
+        let txn = begin_write(&self.db, Durability::Immediate)?;
+        {
+            let mut log = txn.open_table(LOG_TABLE).map_err(engine("open raft_log"))?;
+            log.retain_in(0.., |_, _| false)
+                .map_err(engine("clear raft_log"))?;
+        }
+        self.commit(txn, Durability::Immediate, "commit the move into the WAL")
     }
 
     /// A store on a database whose raft tables already exist (see [`create_tables`]).
-    pub(crate) fn on_initialized(db: Arc<Database>) -> Self {
+    pub(crate) fn on_initialized(
+        db: Arc<Database>,
+        wal: Option<Arc<Wal>>,
+        stats: Arc<LogStats>,
+    ) -> Self {
         RedbLogStore {
             db,
+            wal,
+            stats,
             config: PhantomData,
         }
+    }
+
+    /// Counters of fsyncs, batches and entries since the store was opened.
+    pub fn stats(&self) -> &Arc<LogStats> {
+        &self.stats
+    }
+
+    /// The write-ahead log holding the entries, on disk.
+    pub(crate) fn wal(&self) -> Option<&Arc<Wal>> {
+        self.wal.as_ref()
     }
 
     /// The database this log lives in, shared with the node's other tables.
@@ -209,11 +291,12 @@ fn refused_append(index: u64, next: u64) -> io::Error {
     )
 }
 
-/// A write transaction that is durable (fsynced) when its commit returns.
-fn begin_write(db: &Database) -> io::Result<WriteTransaction> {
+/// A write transaction with the given durability (`Immediate`: fsynced when its commit
+/// returns).
+fn begin_write(db: &Database, durability: Durability) -> io::Result<WriteTransaction> {
     let mut txn = db.begin_write().map_err(engine("begin a write"))?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(engine("set immediate durability"))?;
+    txn.set_durability(durability)
+        .map_err(engine("set the durability"))?;
     Ok(txn)
 }
 
@@ -276,9 +359,28 @@ where
         meta_in(&table, key)
     }
 
-    /// Stores (`Some`) or clears (`None`) one metadata record, durably.
-    fn write_meta<T: Serialize>(&self, key: &'static str, value: Option<&T>) -> io::Result<()> {
-        let txn = begin_write(&self.db)?;
+    /// Commits `txn`, counting the fsync an immediate commit makes.
+    fn commit(
+        &self,
+        txn: WriteTransaction,
+        durability: Durability,
+        doing: &'static str,
+    ) -> io::Result<()> {
+        txn.commit().map_err(engine(doing))?;
+        if matches!(durability, Durability::Immediate) {
+            LogStats::add(&self.stats.fsyncs, 1);
+        }
+        Ok(())
+    }
+
+    /// Stores (`Some`) or clears (`None`) one metadata record with the given durability.
+    fn write_meta<T: Serialize>(
+        &self,
+        key: &'static str,
+        value: Option<&T>,
+        durability: Durability,
+    ) -> io::Result<()> {
+        let txn = begin_write(&self.db, durability)?;
         {
             let mut table = txn
                 .open_table(META_TABLE)
@@ -295,7 +397,7 @@ where
                 }
             }
         }
-        txn.commit().map_err(engine("commit raft_meta"))
+        self.commit(txn, durability, "commit raft_meta")
     }
 
     /// Reads the entries in `range` in one read transaction, up to `budget`.
@@ -307,6 +409,20 @@ where
         let Some(range) = index_range(range) else {
             return Ok(Vec::new());
         };
+        if let Some(wal) = &self.wal {
+            let Bound::Included(start) = range.0 else {
+                return Ok(Vec::new());
+            };
+            let end = match range.1 {
+                Bound::Excluded(end) => end,
+                _ => u64::MAX,
+            };
+            return wal
+                .read(start, end, budget.entries_max, budget.bytes_max)?
+                .into_iter()
+                .map(|(index, record)| Self::decode_entry(index, &record))
+                .collect();
+        }
         let txn = self.db.begin_read().map_err(engine("begin a read"))?;
         let table = txn.open_table(LOG_TABLE).map_err(engine("open raft_log"))?;
         let mut entries = Vec::new();
@@ -336,6 +452,28 @@ where
 
     /// The last purged log id and the last log id, from one read transaction.
     fn log_state(&self) -> io::Result<LogState<C>> {
+        if let Some(wal) = &self.wal {
+            let last_purged: Option<LogIdOf<C>> = self.read_meta(LAST_PURGED_KEY)?;
+            // A segment may still hold entries at or below the purge point (it also holds
+            // later ones): they are forgotten here, as on every open.
+            if let Some(purged) = &last_purged {
+                wal.purge_through(purged.index)?;
+            }
+            let last_log_id = match wal.bounds() {
+                Some((_, last)) => {
+                    let records = wal.read(last, last.saturating_add(1), 1, usize::MAX)?;
+                    match records.first() {
+                        Some((index, record)) => Some(Self::decode_entry(*index, record)?.log_id()),
+                        None => last_purged.clone(),
+                    }
+                }
+                None => last_purged.clone(),
+            };
+            return Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id,
+            });
+        }
         let txn = self.db.begin_read().map_err(engine("begin a read"))?;
         let meta = txn
             .open_table(META_TABLE)
@@ -363,13 +501,21 @@ where
         })
     }
 
-    /// Writes `entries` in one durable transaction; returns how many were written.
-    fn append_entries(&self, entries: impl IntoIterator<Item = C::Entry>) -> io::Result<usize> {
+    /// Writes `entries` in one transaction with the given durability; returns how many were
+    /// written.
+    fn append_entries(
+        &self,
+        entries: impl IntoIterator<Item = C::Entry>,
+        durability: Durability,
+    ) -> io::Result<usize> {
         let mut entries = entries.into_iter().peekable();
         if entries.peek().is_none() {
             return Ok(0);
         }
-        let txn = begin_write(&self.db)?;
+        if let Some(wal) = &self.wal {
+            return self.append_to_wal(wal, entries);
+        }
+        let txn = begin_write(&self.db, durability)?;
         let mut written = 0;
         {
             let mut next = Self::next_index(&txn)?;
@@ -390,8 +536,45 @@ where
                 written += 1;
             }
         }
-        txn.commit().map_err(engine("commit an append"))?;
+        self.commit(txn, durability, "commit an append")?;
+        LogStats::add(&self.stats.append_batches, 1);
+        LogStats::add(&self.stats.entries_appended, written as u64);
         Ok(written)
+    }
+
+    /// Writes `entries` to the WAL with one write (not yet durable: see [`Wal::on_flushed`]).
+    fn append_to_wal(
+        &self,
+        wal: &Wal,
+        entries: impl Iterator<Item = C::Entry>,
+    ) -> io::Result<usize> {
+        let mut next = match wal.bounds() {
+            Some((_, last)) => last.checked_add(1),
+            None => {
+                let purged: Option<LogIdOf<C>> = self.read_meta(LAST_PURGED_KEY)?;
+                purged.and_then(|purged| purged.index.checked_add(1))
+            }
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let index = entry.index();
+            if let Some(next) = next
+                && index != next
+            {
+                return Err(refused_append(index, next));
+            }
+            records.push((
+                index,
+                encode(LOG_TABLE_NAME, RecordKey::Index(index), &entry)?,
+            ));
+            next = Some(index.checked_add(1).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "log index overflow")
+            })?);
+        }
+        wal.append(&records)?;
+        LogStats::add(&self.stats.append_batches, 1);
+        LogStats::add(&self.stats.entries_appended, records.len() as u64);
+        Ok(records.len())
     }
 
     /// The index the next appended entry must have: right after the last entry, or right after
@@ -417,19 +600,22 @@ where
                 None => return Ok(()),
             },
         };
-        let txn = begin_write(&self.db)?;
+        if let Some(wal) = &self.wal {
+            return wal.truncate_after(last_kept);
+        }
+        let txn = begin_write(&self.db, Durability::Immediate)?;
         {
             let mut log = txn.open_table(LOG_TABLE).map_err(engine("open raft_log"))?;
             log.retain_in(first_removed.., |_, _| false)
                 .map_err(engine("truncate raft_log"))?;
         }
-        txn.commit().map_err(engine("commit a truncation"))
+        self.commit(txn, Durability::Immediate, "commit a truncation")
     }
 
     /// Records `upto` as the purge point, then removes every entry up to it, in one durable
     /// transaction. A purge point at or below the current one changes nothing.
     fn purge_through(&self, upto: &LogIdOf<C>) -> io::Result<()> {
-        let txn = begin_write(&self.db)?;
+        let txn = begin_write(&self.db, Durability::Immediate)?;
         {
             let mut meta = txn
                 .open_table(META_TABLE)
@@ -445,7 +631,12 @@ where
             log.retain_in(..=upto.index, |_, _| false)
                 .map_err(engine("purge raft_log"))?;
         }
-        txn.commit().map_err(engine("commit a purge"))
+        self.commit(txn, Durability::Immediate, "commit a purge")?;
+        // The purge point is durable: the WAL may now drop what it covers.
+        match &self.wal {
+            Some(wal) => wal.purge_through(upto.index),
+            None => Ok(()),
+        }
     }
 }
 
@@ -494,11 +685,12 @@ where
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
-        self.write_meta(VOTE_KEY, Some(vote))
+        self.write_meta(VOTE_KEY, Some(vote), Durability::Immediate)
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        self.write_meta(COMMITTED_KEY, committed.as_ref())
+        // A hint, persisted by the next flush (see the module docs): no fsync of its own.
+        self.write_meta(COMMITTED_KEY, committed.as_ref(), Durability::None)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
@@ -510,9 +702,14 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        match self.append_entries(entries) {
+        match self.append_entries(entries, Durability::Immediate) {
             Ok(_) => {
-                callback.io_completed(Ok(()));
+                match &self.wal {
+                    Some(wal) => {
+                        wal.on_flushed(Box::new(move |result| callback.io_completed(result)));
+                    }
+                    None => callback.io_completed(Ok(())),
+                }
                 Ok(())
             }
             Err(err) => {

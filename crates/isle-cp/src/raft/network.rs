@@ -7,13 +7,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use openraft::BasicNode;
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::entry::RaftEntry;
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::{Deserialize, Serialize};
@@ -148,14 +152,105 @@ fn unexpected(reply: RaftReply) -> RPCError<CpTypes> {
     RPCError::Network(NetworkError::new(&Failure(message)))
 }
 
+/// AppendEntries requests in flight to one follower at once: batch k+1 goes out before batch k
+/// is acknowledged, so a follower's fsync does not idle the link.
+pub const APPEND_PIPELINE: usize = 16;
+
+/// A pipelined append is given up after this many heartbeat intervals (openraft's RPC option is
+/// one interval, 100 ms by default — too tight for a request queued behind others and a busy
+/// disk; giving up restarts replication from scratch).
+const APPEND_TIMEOUT_INTERVALS: u32 = 10;
+
 impl CpNetwork {
     async fn call(&self, request: RaftRequest, timeout: Duration) -> Result<RaftReply, RpcFailure> {
         self.rpc.call(self.target, request, timeout).await
     }
 }
 
+/// Sends one AppendEntries of a pipelined stream; also says whether the stream must stop
+/// after it (a conflict, a higher vote, or a partial answer: what follows was built on entries
+/// the follower did not take).
+async fn pipelined_append(
+    rpc: Arc<dyn RaftRpc>,
+    target: u64,
+    request: AppendEntriesRequest<CpTypes>,
+    timeout: Duration,
+) -> Result<(StreamAppendResult<CpTypes>, bool), RPCError<CpTypes>> {
+    let prev = request.prev_log_id;
+    let last = request.entries.last().map(|e| e.log_id()).or(prev);
+    let reply = rpc
+        .call(target, RaftRequest::Append(request), timeout)
+        .await;
+    let response = match reply.map_err(|f| rpc_error(f, RPCTypes::AppendEntries, target))? {
+        RaftReply::Append(response) => response,
+        other => return Err(unexpected(other)),
+    };
+    let stop = match &response {
+        AppendEntriesResponse::Success => false,
+        AppendEntriesResponse::PartialSuccess(upto) => *upto != last,
+        AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_) => true,
+    };
+    if matches!(response, AppendEntriesResponse::Conflict) && prev.is_none() {
+        // A conflict is reported at the previous log id; without one there is nothing to
+        // report it at (a follower cannot conflict before the first entry).
+        return Err(unexpected(RaftReply::Refused(
+            "conflict reported for a request without a previous log id".into(),
+        )));
+    }
+    Ok((response.into_stream_result(prev, last), stop))
+}
+
 impl RaftNetworkV2<CpTypes> for CpNetwork {
     type SnapshotData = Vec<u8>;
+
+    /// Pipelined replication: up to [`APPEND_PIPELINE`] requests in flight, answers yielded in
+    /// order, the stream ending after the first error or stopping answer. The receiving node
+    /// hands the requests of one sender to Raft in arrival order (see `isle-node`).
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<CpTypes>, RPCError<CpTypes>>>,
+            RPCError<CpTypes>,
+        >,
+    >
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<CpTypes>>
+            + openraft::OptionalSend
+            + Unpin
+            + 'static,
+    {
+        let rpc = Arc::clone(&self.rpc);
+        let target = self.target;
+        let timeout = option.hard_ttl() * APPEND_TIMEOUT_INTERVALS;
+        Box::pin(async move {
+            let answers = input
+                .map(move |request| pipelined_append(Arc::clone(&rpc), target, request, timeout))
+                .buffered(APPEND_PIPELINE)
+                .scan(false, |stopped, answer| {
+                    let item = if *stopped {
+                        None
+                    } else {
+                        Some(match answer {
+                            Ok((result, stop)) => {
+                                *stopped = stop;
+                                Ok(result)
+                            }
+                            Err(err) => {
+                                *stopped = true;
+                                Err(err)
+                            }
+                        })
+                    };
+                    std::future::ready(item)
+                });
+            let answers: BoxStream<'s, _> = Box::pin(answers);
+            Ok(answers)
+        })
+    }
 
     async fn append_entries(
         &mut self,

@@ -136,16 +136,21 @@ impl RaftSnapshotBuilder<CpTypes> for CpStateMachine {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<CpTypes, Vec<u8>>, io::Error> {
-        let stored = {
+        // Clone under the lock and encode outside it: applies (and so client writes) wait only
+        // for the copy, not for the encoding and the durable save.
+        let (meta, machine) = {
             let replica = self.state.read();
-            StoredSnapshot {
-                meta: SnapshotMetaOf::<CpTypes> {
-                    last_log_id: replica.last_applied,
-                    last_membership: replica.membership.clone(),
-                },
-                data: replica.machine.snapshot(),
-            }
+            let meta = SnapshotMetaOf::<CpTypes> {
+                last_log_id: replica.last_applied,
+                last_membership: replica.membership.clone(),
+            };
+            (meta, replica.machine.clone())
         };
+        let stored = StoredSnapshot {
+            meta,
+            data: machine.snapshot(),
+        };
+        drop(machine);
         self.snapshots.save_snapshot(&stored)?;
         Ok(SnapshotOf::<CpTypes, Vec<u8>> {
             meta: stored.meta,

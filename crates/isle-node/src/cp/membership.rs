@@ -34,7 +34,7 @@ pub struct Membership {
 impl Cp {
     /// The current membership.
     pub fn membership(&self) -> Membership {
-        let metrics = self.inner.raft.metrics();
+        let metrics = self.inner.raft.server_metrics();
         let metrics = metrics.borrow_watched();
         let config = metrics.membership_config.membership();
         Membership {

@@ -8,12 +8,17 @@
 //! retried with the same request id (the state machine applies a request id once).
 
 mod fence;
+mod lanes;
 mod leases;
 mod membership;
+mod metrics;
+mod reads;
 mod recover;
 
 pub use fence::FenceRecord;
 pub use membership::{Membership, MembershipChange};
+pub use metrics::CpCollector;
+pub use reads::ReadStats;
 pub use recover::{RecoveryReport, force_new_cluster};
 
 use std::collections::BTreeMap;
@@ -32,7 +37,7 @@ use isle_storage::RedbStore;
 use isle_types::NodeId;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::info;
@@ -101,8 +106,10 @@ impl Default for CpConfig {
             election_timeout_min_ms: 600,
             election_timeout_max_ms: 1200,
             request_timeout_ms: 5000,
-            snapshot_every_entries: 10_000,
-            logs_kept_after_snapshot: 1_000,
+            // etcd's defaults (--snapshot-count, and the entries kept for slow followers): a
+            // snapshot encodes the whole keyspace, so it is taken rarely.
+            snapshot_every_entries: 100_000,
+            logs_kept_after_snapshot: 5_000,
             fence_command: None,
             fence_timeout_ms: 5000,
             self_fence_after_ms: None,
@@ -295,6 +302,10 @@ struct Inner {
     self_fenced: std::sync::atomic::AtomicBool,
     /// Set once this node fenced itself with `self_fence_exit`: the process should exit.
     exit_requested: watch::Sender<bool>,
+    /// Linearizable reads share ReadIndex rounds.
+    reads: Arc<reads::ReadBatcher>,
+    /// AppendEntries reach Raft in arrival order, one lane per leader.
+    appends: lanes::AppendLanes,
 }
 
 impl std::fmt::Debug for Cp {
@@ -312,6 +323,9 @@ fn raft_config(config: &CpConfig) -> Result<openraft::Config, String> {
         election_timeout_min: config.election_timeout_min_ms,
         election_timeout_max: config.election_timeout_max_ms,
         enable_pre_vote: Some(true),
+        // Entries go to the followers as soon as `append` returns, while the leader's own
+        // fsync runs (the log store group-commits on a flusher thread).
+        broadcast_submitted_on_append: Some(true),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
         max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
         ..Default::default()
@@ -366,6 +380,8 @@ impl Cp {
                 fences: fence::FenceLog::default(),
                 self_fenced: std::sync::atomic::AtomicBool::new(false),
                 exit_requested: watch::channel(false).0,
+                reads: Arc::default(),
+                appends: lanes::AppendLanes::default(),
             }),
         };
         tokio::spawn(cp.clone().watch_self_fence());
@@ -427,7 +443,7 @@ impl Cp {
     }
 
     fn initialized(&self) -> bool {
-        let metrics = self.inner.raft.metrics();
+        let metrics = self.inner.raft.server_metrics();
         let metrics = metrics.borrow_watched();
         metrics.membership_config.voter_ids().next().is_some()
     }
@@ -437,7 +453,11 @@ impl Cp {
     }
 
     fn current_leader(&self) -> Option<u64> {
-        self.inner.raft.metrics().borrow_watched().current_leader
+        self.inner
+            .raft
+            .server_metrics()
+            .borrow_watched()
+            .current_leader
     }
 
     /// The deliberate bugs in force (none without the `chaos-bugs` feature).
@@ -512,7 +532,9 @@ impl Cp {
         if !self.initialized() {
             return Err(CpRequestError::NotInitialized);
         }
-        let mut metrics = self.inner.raft.metrics();
+        // Server metrics change only with the role, vote, leader or membership; the full
+        // metrics change with every append and apply, which would wake every waiter.
+        let mut metrics = self.inner.raft.server_metrics();
         let mut status = self.inner.status.clone();
         let mut last_seen = None;
         let known = async {
@@ -554,7 +576,7 @@ impl Cp {
     /// on it: a request forwarded there will not be answered in time (a paused or cut-off
     /// zombie), so the caller stops waiting.
     async fn leader_lost(&self, leader: u64) -> String {
-        let mut metrics = self.inner.raft.metrics();
+        let mut metrics = self.inner.raft.server_metrics();
         let mut status = self.inner.status.clone();
         loop {
             let current = metrics.borrow_and_update().current_leader;
@@ -679,6 +701,10 @@ impl Cp {
     ) -> Result<ReadOutcome, CpRequestError> {
         self.check_self_fence()?;
         if consistency == Consistency::Stale || self.bugs().no_quorum_check {
+            let stats = &self.inner.reads.stats;
+            stats
+                .serializable_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return self.read_local(&request, consistency);
         }
         self.check_quorum()?;
@@ -714,9 +740,13 @@ impl Cp {
         }
     }
 
-    /// ReadIndex on this node (the leader), then a local read once applied up to it.
+    /// ReadIndex on this node (the leader), in a round shared with the reads waiting beside
+    /// this one, then a local read once applied up to it.
     async fn read_as_leader(&self, request: RangeRequest) -> Result<ReadOutcome, CpRequestError> {
-        let confirm = self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        let inner = &self.inner;
+        let confirm = inner
+            .reads
+            .confirm(&inner.raft, &inner.clock, self.timeout());
         let confirmed = tokio::select! {
             biased;
             confirmed = confirm => confirmed,
@@ -724,10 +754,8 @@ impl Cp {
                 return Err(CpRequestError::Timeout { after_ms: self.inner.config.request_timeout_ms });
             }
         };
-        if let Err(err) = confirmed {
-            return Err(CpRequestError::NoLeader {
-                detail: err.to_string(),
-            });
+        if let Err(detail) = confirmed {
+            return Err(CpRequestError::NoLeader { detail });
         }
         self.read_local(&request, Consistency::Linearizable)
     }
@@ -748,6 +776,20 @@ impl Cp {
             served_by: self.inner.me.0,
             applied_index: Some(replica.last_applied.map(|id| id.index).unwrap_or(0)),
         })
+    }
+
+    /// Queues an AppendEntries from `from` on its ordered lane (see [`lanes`]); the reply goes
+    /// back over the transport.
+    pub fn submit_append(
+        &self,
+        from: NodeId,
+        id: u64,
+        request: openraft::raft::AppendEntriesRequest<CpTypes>,
+    ) {
+        let inner = &self.inner;
+        inner
+            .appends
+            .submit(&inner.raft, &inner.rpc, from, id, request);
     }
 
     /// Serves a request from a peer; the reply goes back over the transport.
@@ -791,6 +833,11 @@ impl Cp {
             });
         }
         self.read_as_leader(request).await
+    }
+
+    /// Counters of the read path (ReadIndex rounds per linearizable read).
+    pub fn read_stats(&self) -> Arc<ReadStats> {
+        Arc::clone(&self.inner.reads.stats)
     }
 
     /// Role, term, leader and indexes for `/v1/status`.

@@ -109,6 +109,17 @@ pub(crate) fn encode<T: Serialize>(
     Ok(record)
 }
 
+/// Whether `record` carries a matching checksum for `key` in `table` (without decoding it).
+pub(crate) fn intact(table: &'static str, key: RecordKey, record: &[u8]) -> bool {
+    if record.len() < HEADER_LEN {
+        return false;
+    }
+    let (sum_bytes, version_and_payload) = record.split_at(HEADER_LEN - 1);
+    let mut stored = [0; 4];
+    stored.copy_from_slice(sum_bytes);
+    u32::from_le_bytes(stored) == checksum(table, key, version_and_payload)
+}
+
 /// Checks and deserializes the record stored under `key` in `table`.
 pub(crate) fn decode<T: DeserializeOwned>(
     table: &'static str,

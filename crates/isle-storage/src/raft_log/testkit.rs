@@ -111,8 +111,11 @@ impl RaftStateMachine<TestConfig> for MemStateMachine {
     }
 }
 
-/// Opens a node store on a fresh temp dir and hands out its Raft log: the real redb store.
-pub(crate) struct RedbBuilder;
+/// Opens a node store on a fresh temp dir and hands out its Raft log: the real redb store, in
+/// group-commit mode (on disk) or inline (opened with [`RedbLogStore::open`]).
+pub(crate) struct RedbBuilder {
+    pub(crate) group_commit: bool,
+}
 
 impl StoreBuilder<TestConfig, RedbLogStore<TestConfig>, MemStateMachine, tempfile::TempDir>
     for RedbBuilder
@@ -127,6 +130,11 @@ impl StoreBuilder<TestConfig, RedbLogStore<TestConfig>, MemStateMachine, tempfil
             |e: io::Error| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e);
         let dir = tempfile::tempdir().map_err(io_error)?;
         let store = RedbStore::open(dir.path()).map_err(|e| io_error(io::Error::other(e)))?;
-        Ok((dir, store.raft_log_store(), MemStateMachine::default()))
+        let log = if self.group_commit {
+            store.raft_log_store()
+        } else {
+            RedbLogStore::open(store.database()).map_err(io_error)?
+        };
+        Ok((dir, log, MemStateMachine::default()))
     }
 }

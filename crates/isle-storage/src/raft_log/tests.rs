@@ -41,6 +41,14 @@ fn open(dir: &Path) -> (RedbStore, Store) {
     (node, log)
 }
 
+/// A log whose entries are in the redb table (as in a simulator's in-memory store), on disk so
+/// tests can damage it.
+fn open_table(dir: &Path) -> (RedbStore, Store) {
+    let node = RedbStore::open(dir).unwrap();
+    let log = RedbLogStore::open(node.database()).unwrap();
+    (node, log)
+}
+
 /// Appends and waits for the flush callback, as openraft does.
 async fn append(
     store: &mut Store,
@@ -68,7 +76,68 @@ fn state(purged: Option<(u64, u64)>, last: Option<(u64, u64)>) -> LogState<TestC
 #[test]
 fn openraft_storage_suite_passes() {
     TestConfig::run(async {
-        Suite::test_all(RedbBuilder).await.unwrap();
+        Suite::test_all(RedbBuilder { group_commit: true })
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn openraft_storage_suite_passes_inline() {
+    TestConfig::run(async {
+        Suite::test_all(RedbBuilder {
+            group_commit: false,
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Group commit: appends return before their fsync; every callback fires once durable, each
+/// flush is one fsync covering all batches queued meanwhile, and the committed id costs none.
+#[test]
+fn group_commit_flushes_every_batch_with_one_fsync_per_flush() {
+    TestConfig::run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (_node, mut log) = open(dir.path());
+        let stats = std::sync::Arc::clone(log.stats());
+        let mut flushed = Vec::new();
+        for index in 1..=50 {
+            let (tx, rx) = TestConfig::oneshot();
+            log.append([normal(1, index, 100)], IOFlushed::signal(tx))
+                .await
+                .unwrap();
+            flushed.push(rx);
+            // Readable as soon as append returns, flushed or not.
+            assert_eq!(
+                log.try_get_log_entries(index..=index).await.unwrap().len(),
+                1
+            );
+        }
+        for rx in flushed {
+            rx.await.unwrap().unwrap();
+        }
+        use super::LogStats;
+        assert_eq!(LogStats::get(&stats.append_batches), 50);
+        assert_eq!(LogStats::get(&stats.entries_appended), 50);
+        assert_eq!(LogStats::get(&stats.batches_flushed), 50);
+        let flushes = LogStats::get(&stats.flushes);
+        assert!((1..=50).contains(&flushes), "{flushes} flushes");
+        // One fdatasync of the segment per flush at most, plus the directory's once (the
+        // segment file was created).
+        let fsyncs = LogStats::get(&stats.fsyncs);
+        assert!(
+            fsyncs <= flushes + 1,
+            "{fsyncs} fsyncs for {flushes} flushes"
+        );
+        log.save_committed(Some(log_id(1, 50))).await.unwrap();
+        assert_eq!(LogStats::get(&stats.fsyncs), fsyncs, "committed id fsynced");
+        drop(log);
+        drop(_node);
+        // What the callbacks reported flushed is there after a reopen.
+        let (_node, mut log) = open(dir.path());
+        assert_eq!(indexes(&mut log).await, (1..=50).collect::<Vec<_>>());
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 50)));
     });
 }
 
@@ -211,7 +280,7 @@ fn damaged_entries_are_invalid_data_naming_table_and_index() {
     for damage in DAMAGES {
         let dir = tempfile::tempdir().unwrap();
         TestConfig::run(async {
-            let (_node, mut log) = open(dir.path());
+            let (_node, mut log) = open_table(dir.path());
             append(&mut log, (1..=10).map(|i| normal(1, i, 32)))
                 .await
                 .unwrap();
@@ -233,7 +302,7 @@ fn damaged_entries_are_invalid_data_naming_table_and_index() {
 fn damaged_metadata_and_log_tail_are_invalid_data() {
     let dir = tempfile::tempdir().unwrap();
     TestConfig::run(async {
-        let (_node, mut log) = open(dir.path());
+        let (_node, mut log) = open_table(dir.path());
         append(&mut log, (1..=3).map(|i| blank(1, i)))
             .await
             .unwrap();
@@ -464,7 +533,7 @@ fn limited_reads_stop_at_the_entry_bound() {
 fn a_reader_is_not_blocked_by_an_open_write_transaction() {
     let dir = tempfile::tempdir().unwrap();
     TestConfig::run(async {
-        let (_node, mut log) = open(dir.path());
+        let (_node, mut log) = open_table(dir.path());
         let mut reader = log.get_log_reader().await;
         append(&mut log, (1..=3).map(|i| blank(1, i)))
             .await
@@ -541,10 +610,12 @@ fn append_throughput_single_vs_batched() {
         for index in 1..=200 {
             let store = log.clone();
             let entry = normal(1, index, PAYLOAD_LEN);
-            TestConfig::spawn_blocking(move || store.append_entries([entry]))
-                .await
-                .unwrap()
-                .unwrap();
+            TestConfig::spawn_blocking(move || {
+                store.append_entries([entry], redb::Durability::Immediate)
+            })
+            .await
+            .unwrap()
+            .unwrap();
         }
         let hopped_elapsed = start.elapsed();
         let mut inline = log.clone();
@@ -572,6 +643,145 @@ fn append_throughput_single_vs_batched() {
             per_call(inline_elapsed, 200),
             per_call(hopped_elapsed, 200),
             per_call(fsync_elapsed, 200),
+        );
+    });
+}
+
+/// The WAL's segment files, oldest first.
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("raft-wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// A WAL-mode log on `dir` with small segments, so a few entries span several.
+fn open_small_segments(dir: &Path) -> (RedbStore, Store) {
+    let node = RedbStore::open(dir).unwrap();
+    let log = RedbLogStore::open_wal_with(node.database(), &dir.join("raft-wal"), 1024).unwrap();
+    (node, log)
+}
+
+#[test]
+fn wal_cuts_a_torn_tail_and_keeps_every_flushed_entry() {
+    for tail in [
+        vec![7u8; 5], // a frame header cut short
+        {
+            let mut frame = 300u32.to_le_bytes().to_vec(); // a frame cut short
+            frame.extend_from_slice(&11u64.to_le_bytes());
+            frame.extend_from_slice(&[1, 2, 3]);
+            frame
+        },
+        vec![0u8; 4096], // zeros to the end
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        TestConfig::run(async {
+            let (_node, mut log) = open(dir.path());
+            append(&mut log, (1..=10).map(|i| normal(1, i, 40)))
+                .await
+                .unwrap();
+        });
+        let segment = segments(dir.path()).pop().unwrap();
+        let whole = std::fs::metadata(&segment).unwrap().len();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &tail).unwrap();
+        drop(file);
+        TestConfig::run(async {
+            let (_node, mut log) = open(dir.path());
+            assert_eq!(indexes(&mut log).await, (1..=10).collect::<Vec<_>>());
+            assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole);
+            append(&mut log, [normal(1, 11, 40)]).await.unwrap();
+            assert_eq!(indexes(&mut log).await, (1..=11).collect::<Vec<_>>());
+        });
+    }
+}
+
+#[test]
+fn wal_damage_before_the_tail_refuses_to_open_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    TestConfig::run(async {
+        let (_node, mut log) = open(dir.path());
+        append(&mut log, (1..=10).map(|i| normal(1, i, 40)))
+            .await
+            .unwrap();
+    });
+    let segment = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[30] ^= 0x10; // inside the first entry's record: acknowledged entries follow it
+    std::fs::write(&segment, &bytes).unwrap();
+    let err = RedbStore::open(dir.path()).expect_err("a damaged log must not open");
+    let message = err.to_string();
+    assert!(
+        message.contains("damaged") && message.contains(&segment.display().to_string()),
+        "{message}"
+    );
+}
+
+#[test]
+fn wal_segments_roll_truncate_purge_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    TestConfig::run(async {
+        let (_node, mut log) = open_small_segments(dir.path());
+        for i in 1..=60 {
+            append(&mut log, [normal(1, i, 100)]).await.unwrap();
+        }
+        let rolled = segments(dir.path()).len();
+        assert!(rolled > 3, "{rolled} segments");
+        assert_eq!(indexes(&mut log).await, (1..=60).collect::<Vec<_>>());
+        // Cut in the middle of the run: later segments go, the log continues from there.
+        log.truncate_after(Some(log_id(1, 33))).await.unwrap();
+        assert_eq!(indexes(&mut log).await, (1..=33).collect::<Vec<_>>());
+        append(&mut log, (34..=40).map(|i| normal(2, i, 100)))
+            .await
+            .unwrap();
+        // A purge drops whole segments below the purge point.
+        log.purge(log_id(1, 20)).await.unwrap();
+        assert!(segments(dir.path()).len() < rolled);
+        assert_eq!(indexes(&mut log).await, (21..=40).collect::<Vec<_>>());
+    });
+    TestConfig::run(async {
+        let (_node, mut log) = open_small_segments(dir.path());
+        assert_eq!(
+            log.get_log_state().await.unwrap(),
+            state(Some((1, 20)), Some((2, 40)))
+        );
+        assert_eq!(indexes(&mut log).await, (21..=40).collect::<Vec<_>>());
+        let terms: Vec<u64> = log
+            .try_get_log_entries(33..=34)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id().leader_id.term)
+            .collect();
+        assert_eq!(terms, vec![1, 2]);
+    });
+}
+
+#[test]
+fn a_log_kept_in_the_redb_table_moves_into_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    TestConfig::run(async {
+        let (_node, mut log) = open_table(dir.path());
+        append(&mut log, (1..=25).map(|i| normal(1, i, 30)))
+            .await
+            .unwrap();
+        log.save_vote(&Vote::new(1, 1)).await.unwrap();
+    });
+    TestConfig::run(async {
+        let (_node, mut log) = open(dir.path());
+        assert_eq!(indexes(&mut log).await, (1..=25).collect::<Vec<_>>());
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+        assert!(!segments(dir.path()).is_empty());
+        let txn = redb::ReadableDatabase::begin_read(log.database().as_ref()).unwrap();
+        let table = txn.open_table(LOG_TABLE).unwrap();
+        assert!(
+            table.first().unwrap().is_none(),
+            "the table still holds entries"
         );
     });
 }
