@@ -15,7 +15,7 @@ use serde_json::json;
 const LIMIT: Duration = Duration::from_secs(30);
 const WRITERS: u64 = 12;
 /// Acknowledged writes to collect before pulling the plug on every node.
-const ACKED_BEFORE_KILL: usize = 400;
+const ACKED_BEFORE_KILL: usize = 2000;
 
 #[test]
 fn kill9_of_every_node_under_load_loses_no_acknowledged_write() {
