@@ -8,6 +8,7 @@ use super::lease::Fence;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct KeyValue {
     /// The key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Revision of the put that created this incarnation of the key.
     pub create_revision: i64,
@@ -16,6 +17,7 @@ pub struct KeyValue {
     /// 1 on create, +1 per put; 0 in a delete event.
     pub version: i64,
     /// The value (empty with `keys_only`).
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Attached lease id, 0 for none.
     pub lease: i64,
@@ -28,8 +30,10 @@ pub struct KeyValue {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RangeRequest {
     /// First key (must not be empty).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// End of the range, see the type doc.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// Revision to read at; 0 = latest.
     pub revision: i64,
@@ -102,8 +106,10 @@ pub struct RangeResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PutRequest {
     /// The key (must not be empty).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Lease to attach, 0 for none; must exist.
     pub lease: i64,
@@ -141,8 +147,10 @@ pub struct PutResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DeleteRangeRequest {
     /// First key (must not be empty).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// End of the range.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// Return the deleted values.
     pub prev_kv: bool,

@@ -74,6 +74,7 @@ pub struct LockAcquireResponse {
     /// Store revision after the waiter key was created (or found).
     pub header_revision: i64,
     /// The waiter key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The fencing token: the waiter key's create revision.
     pub token: i64,
@@ -85,6 +86,7 @@ pub struct LockAcquireResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LockReleaseRequest {
     /// The waiter key returned by `LockAcquire`.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
 }
 
@@ -101,6 +103,7 @@ pub struct LockReleaseResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LockOwner {
     /// The holder's waiter key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Its fencing token (create revision).
     pub token: i64,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 /// A client-chosen idempotency key, e.g. `"client-7:42"` or a UUID's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RequestId(pub Vec<u8>);
+pub struct RequestId(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 impl From<&str> for RequestId {
     fn from(text: &str) -> Self {

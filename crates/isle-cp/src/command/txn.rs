@@ -17,7 +17,7 @@ pub enum CompareTarget {
     /// The key's mod revision (0 when missing).
     Mod(i64),
     /// The key's value, byte-wise (a missing key never matches).
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The key's lease id (0 when missing or none).
     Lease(i64),
 }
@@ -39,8 +39,10 @@ pub enum CompareResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
     /// The key (must not be empty).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// End of the range, same conventions as [`RangeRequest`]; empty = just `key`.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// Field and operand.
     pub target: CompareTarget,

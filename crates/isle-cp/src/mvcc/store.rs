@@ -38,6 +38,7 @@ pub(crate) struct Stored {
     pub(crate) create_revision: i64,
     pub(crate) version: i64,
     pub(crate) lease: i64,
+    #[serde(with = "serde_bytes")]
     pub(crate) value: Vec<u8>,
 }
 
