@@ -114,11 +114,14 @@ async fn deliver_to(ap: &Ap, owner: NodeId) -> Result<u64, String> {
     }
     if delivered > 0 && !lock(&ap.inner.hints).owners.contains_key(&owner) {
         // Copies held as a fallback are gone: later fallback writes must use a new actor.
-        let epoch = ap.inner.fallback_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        // Saved before use: a state is sent out before its fallback copy is fsynced, so an
+        // epoch in use must never come back after a crash.
+        let epoch = ap.inner.fallback_epoch.load(Ordering::Relaxed) + 1;
         ap.inner
             .records
             .save_record("ap_fallback_epoch", &epoch)
             .map_err(|e| e.to_string())?;
+        ap.inner.fallback_epoch.store(epoch, Ordering::Relaxed);
         info!(%owner, delivered, "all hints for the owner delivered");
     }
     Ok(delivered)

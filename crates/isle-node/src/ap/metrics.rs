@@ -47,6 +47,10 @@ pub struct ApMetrics {
     pub aae_in_sync: Gauge,
     /// Changes committed per transaction (group commit).
     pub write_batch: Histogram,
+    /// Fsynced store transactions (one per group commit).
+    pub store_fsyncs: Counter,
+    /// Changes written to the store (applies, merges, removals), however batched.
+    pub store_writes: Counter,
     /// Tombstones dropped after every replica held them.
     pub tombstones_reaped: Counter,
 }
@@ -67,6 +71,8 @@ impl Default for ApMetrics {
             aae_converge_seconds: Gauge::default(),
             aae_in_sync: Gauge::default(),
             tombstones_reaped: Counter::default(),
+            store_fsyncs: Counter::default(),
+            store_writes: Counter::default(),
             write_batch: Histogram::new([
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
             ]),
@@ -144,6 +150,16 @@ impl ApMetrics {
             self.tombstones_reaped.clone(),
         );
         r.register(
+            "store_fsyncs",
+            "Fsynced AP store transactions (group commits)",
+            self.store_fsyncs.clone(),
+        );
+        r.register(
+            "store_writes",
+            "Changes written to the AP store, however batched",
+            self.store_writes.clone(),
+        );
+        r.register(
             "write_batch",
             "Changes committed per transaction",
             self.write_batch.clone(),
@@ -163,5 +179,6 @@ impl ApMetrics {
     /// Records one committed batch.
     pub fn write_batch(&self, size: usize) {
         self.write_batch.observe(size as f64);
+        self.store_writes.inc_by(size as u64);
     }
 }

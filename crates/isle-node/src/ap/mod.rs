@@ -129,6 +129,8 @@ struct Inner {
     ring: Mutex<(Vec<RingMember>, Arc<Ring>)>,
     /// Actor for writes this node coordinates as a fallback (see [`Ap::fallback_actor`]).
     fallback_epoch: AtomicU64,
+    /// Actor for writes this node coordinates as a primary: new each incarnation.
+    actor: NodeId,
     /// Set while the last anti-entropy round found differences.
     diverged: AtomicBool,
     /// Until this node-clock time (ms), a peer's exchange found our replicas differing.
@@ -174,6 +176,18 @@ impl Ap {
         store
             .save_record("ap_fallback_epoch", &epoch)
             .map_err(|e| e.to_string())?;
+        // A new actor id per incarnation, saved before any write is coordinated: states go to
+        // the replicas before this node's own copy is fsynced, so a crash in between may leave
+        // dots out there that this node's durable copy does not know; the next incarnation
+        // mints under another actor and so never reuses them.
+        let incarnation: u64 = store
+            .load_record("ap_actor_epoch")
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0)
+            + 1;
+        store
+            .save_record("ap_actor_epoch", &incarnation)
+            .map_err(|e| e.to_string())?;
         let metrics = Arc::new(ApMetrics::default());
         metrics.register(registry);
         let trees = Arc::new(Mutex::new(trees));
@@ -187,8 +201,9 @@ impl Ap {
             hints: Arc::clone(&hints),
             hints_max: config.hints_max,
             metrics: Arc::clone(&metrics),
+            poisoned: false,
         };
-        tokio::spawn(writer.run(jobs_rx));
+        writer.start(jobs_rx);
         let (shutdown, _) = watch::channel(false);
         let ap = Ap {
             inner: Arc::new(Inner {
@@ -205,6 +220,7 @@ impl Ap {
                 metrics,
                 ring: Mutex::new((Vec::new(), Arc::new(Ring::new(&[], 1, 1)))),
                 fallback_epoch: AtomicU64::new(epoch),
+                actor: primary_actor(me, incarnation),
                 diverged: AtomicBool::new(false),
                 peer_diverged_until: AtomicU64::new(0),
                 shutdown,
@@ -687,7 +703,9 @@ impl Ap {
         self.coordinate(bucket, key, op, options).await
     }
 
-    /// Coordinates a write on this node: apply locally, then replicate.
+    /// Coordinates a write on this node: compute the new state in the writer, then send it to
+    /// the other replicas while the writer fsyncs this node's copy. This node counts towards
+    /// the level only once its copy is durable.
     async fn coordinate(
         &self,
         bucket: &str,
@@ -716,20 +734,22 @@ impl Ap {
         let primary = preferred.contains(&me);
         // A fallback coordinator stands in for the first primary; its copy is a hint for it.
         let (target, actor, stands_for) = if primary {
-            (Target::Data, me, me)
+            (Target::Data, self.inner.actor, me)
         } else {
             let owner = preferred.first().copied().unwrap_or(me);
             (Target::Hint(owner), self.fallback_actor(), owner)
         };
+        let (durable_tx, durable) = oneshot::channel();
         let (object, applied) = self
-            .submit(|reply| Job::Apply {
+            .submit(|prepared| Job::Apply {
                 key: skey.clone(),
                 hash,
                 op,
                 rule: info.rule,
                 actor,
                 target,
-                reply,
+                prepared,
+                durable: durable_tx,
             })
             .await?;
         tally.add_target(TallyTarget {
@@ -737,12 +757,22 @@ impl Ap {
             zone: ring.zone_of(stands_for).to_string(),
             primary,
         });
-        tally.ack(me);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let result = durable.await.unwrap_or_else(|_| {
+                    Err(ApError::Internal(
+                        "AP storage transaction failed; see the node's log".into(),
+                    ))
+                });
+                let _ = tx.send((me, result));
+            });
+        }
         let mut spare = ring
             .fallbacks(partition, info.n as usize)
             .into_iter()
             .filter(|n| *n != me && reachable.contains(n));
-        let (tx, mut rx) = mpsc::unbounded_channel();
         let mut fallbacks = u32::from(!primary);
         for &owner in preferred.iter().filter(|&&n| n != stands_for) {
             let zone = ring.zone_of(owner).to_string();
@@ -922,6 +952,12 @@ fn outcome(
             failure
         },
     })
+}
+
+/// The actor id of writes a node coordinates as a primary in its `incarnation`-th run: the
+/// node id in the low 32 bits, the incarnation above, bit 62 set (bit 63 marks fallbacks).
+fn primary_actor(me: NodeId, incarnation: u64) -> NodeId {
+    NodeId((1 << 62) | ((incarnation & 0x3fff_ffff) << 32) | (me.0 & 0xffff_ffff))
 }
 
 fn merge_into(merged: &mut Option<Object>, object: Option<Object>) {

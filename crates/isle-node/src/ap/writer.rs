@@ -29,7 +29,11 @@ pub(crate) enum Target {
 
 /// One change for the writer.
 pub(crate) enum Job {
-    /// Apply a client operation (this node coordinates it) and return the new state.
+    /// Apply a client operation (this node coordinates it). The new state goes to `prepared`
+    /// as soon as it is computed, *before* it is durable, so the coordinator can send it to
+    /// the other replicas while this one fsyncs; `durable` answers after the commit. That is
+    /// safe only because `actor` is never reused across incarnations (see `Ap::actor`) and a
+    /// failed commit stops this writer from minting again (`Writer::poisoned`).
     Apply {
         key: Vec<u8>,
         hash: u64,
@@ -37,7 +41,8 @@ pub(crate) enum Job {
         rule: Rule,
         actor: NodeId,
         target: Target,
-        reply: oneshot::Sender<Result<(Object, bool), ApError>>,
+        prepared: oneshot::Sender<Result<(Object, bool), ApError>>,
+        durable: oneshot::Sender<Result<(), ApError>>,
     },
     /// Merge another replica's state.
     Merge {
@@ -185,6 +190,11 @@ pub(crate) struct Writer {
     pub(crate) hints: Hints,
     pub(crate) hints_max: u64,
     pub(crate) metrics: Arc<ApMetrics>,
+    /// Set when a transaction failed after states computed in it were handed out: the dots
+    /// they carry are not in this replica's durable copy, so minting again from that copy
+    /// could reuse them. Writes coordinated here are refused until a restart, which brings a
+    /// new actor id.
+    pub(crate) poisoned: bool,
 }
 
 fn decode(bytes: &[u8]) -> Result<Object, ApError> {
@@ -200,10 +210,6 @@ struct Pending {
 }
 
 enum Done {
-    Apply(
-        oneshot::Sender<Result<(Object, bool), ApError>>,
-        Result<(Object, bool), ApError>,
-    ),
     Merge(oneshot::Sender<Result<(), ApError>>, Result<(), ApError>),
     Remove(
         oneshot::Sender<Result<bool, ApError>>,
@@ -212,26 +218,64 @@ enum Done {
 }
 
 impl Writer {
-    pub(crate) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+    /// Starts the writer: on its own OS thread under a multi-threaded runtime, so an fsync
+    /// never stalls a runtime worker (with 2 cores, one blocked worker halves the node);
+    /// as a task on a single-threaded runtime, so a simulation stays deterministic.
+    pub(crate) fn start(self, jobs: mpsc::Receiver<Job>) {
+        let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            tokio::spawn(self.run(jobs));
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("isle-ap-writer".into())
+            .spawn(move || {
+                // The clock reads tokio's time, so the thread stays inside the runtime.
+                let _runtime = handle.enter();
+                self.run_blocking(jobs);
+            });
+        if let Err(err) = spawned {
+            // No thread: nothing will answer the jobs, and callers see "AP writer stopped".
+            error!(%err, "AP writer thread not started");
+        }
+    }
+
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(BATCH_MAX);
         while jobs.recv_many(&mut batch, BATCH_MAX).await > 0 {
-            self.metrics.write_batch(batch.len());
+            self.commit(std::mem::take(&mut batch));
+        }
+    }
+
+    fn run_blocking(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        while let Some(job) = jobs.blocking_recv() {
+            batch.push(job);
+            while batch.len() < BATCH_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
             self.commit(std::mem::take(&mut batch));
         }
     }
 
     fn commit(&mut self, batch: Vec<Job>) {
+        self.metrics.write_batch(batch.len());
         let mut pending = Pending::default();
+        let mut exposed = false;
         let outcome = {
             let store = self.store.clone();
             store.write(|w| {
                 let mut done = Vec::with_capacity(batch.len());
                 for job in batch {
-                    done.push(self.process(w, job, &mut pending)?);
+                    done.push(self.process(w, job, &mut pending, &mut exposed)?);
                 }
                 Ok::<_, ApStoreError>(done)
             })
         };
+        self.metrics.store_fsyncs.inc();
         match outcome {
             Ok(done) => {
                 {
@@ -258,9 +302,6 @@ impl Writer {
                 }
                 for done in done {
                     match done {
-                        Done::Apply(reply, result) => {
-                            let _ = reply.send(result);
-                        }
                         Done::Merge(reply, result) => {
                             let _ = reply.send(result);
                         }
@@ -272,7 +313,16 @@ impl Writer {
             }
             // The transaction rolled back: every job in it failed, and its replies were
             // dropped with it, which callers see as an internal error.
-            Err(err) => error!(%err, "AP write transaction failed; nothing in it was stored"),
+            Err(err) => {
+                error!(%err, "AP write transaction failed; nothing in it was stored");
+                if exposed {
+                    self.poisoned = true;
+                    error!(
+                        "states computed in the failed transaction were sent to replicas: \
+                         this node coordinates no more AP writes until it restarts"
+                    );
+                }
+            }
         }
     }
 
@@ -366,6 +416,7 @@ impl Writer {
         w: &mut ApWrite<'_>,
         job: Job,
         pending: &mut Pending,
+        exposed: &mut bool,
     ) -> Result<Done, ApStoreError> {
         Ok(match job {
             Job::Apply {
@@ -375,8 +426,15 @@ impl Writer {
                 rule,
                 actor,
                 target,
-                reply,
+                prepared,
+                durable,
             } => {
+                if self.poisoned {
+                    let _ = prepared.send(Err(ApError::Internal(
+                        "an AP storage transaction failed on this node; it coordinates no writes until restarted".into(),
+                    )));
+                    return Ok(Done::Merge(durable, Ok(())));
+                }
                 let old = self.read(w, &key, target)?;
                 let mut object = old.clone().unwrap_or_else(|| Object::empty_for(&op, rule));
                 let now = self.clock.unix_ms();
@@ -403,7 +461,9 @@ impl Writer {
                     }
                     Err(err) => Err(ApError::Apply(err)),
                 };
-                Done::Apply(reply, result)
+                *exposed |= result.is_ok();
+                let _ = prepared.send(result);
+                Done::Merge(durable, Ok(()))
             }
             Job::Merge {
                 key,
