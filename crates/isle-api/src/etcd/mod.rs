@@ -116,7 +116,7 @@ impl Etcd {
             cluster_id: CLUSTER_ID,
             member_id: self.member_id(),
             revision,
-            raft_term: self.node.cp.raft_status().term,
+            raft_term: self.node.cp.term(),
         }
     }
 

@@ -110,21 +110,24 @@ impl CpStateMachine {
         self.state.clone()
     }
 
-    fn apply_one(&self, entry: &EntryOf<CpTypes>) -> Applied {
+    /// Applies one entry, taking it by value so its command moves into the state machine
+    /// rather than being copied.
+    fn apply_one(&self, entry: EntryOf<CpTypes>) -> Applied {
         let log_id = entry.log_id();
+        let membership = entry.get_membership();
         let mut replica = self.state.write();
         let index = log_id.index;
-        let outcome = match &entry.payload {
+        let outcome = match entry.payload {
             EntryPayload::Normal(proposal) => Applied::Command(replica.machine.apply(
                 index,
-                proposal.command.clone(),
+                proposal.command,
                 proposal.proposed_unix_ms,
             )),
             EntryPayload::Blank | EntryPayload::Membership(_) => {
                 Applied::Internal(replica.machine.apply_blank(index))
             }
         };
-        if let Some(membership) = entry.get_membership() {
+        if let Some(membership) = membership {
             replica.membership = StoredMembershipOf::<CpTypes>::new(Some(log_id), membership);
         }
         replica.last_applied = Some(log_id);
@@ -177,7 +180,7 @@ impl RaftStateMachine<CpTypes> for CpStateMachine {
             + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
-            let applied = self.apply_one(&entry);
+            let applied = self.apply_one(entry);
             if let Some(responder) = responder {
                 responder.send(applied);
             }

@@ -840,6 +840,17 @@ impl Cp {
         Arc::clone(&self.inner.reads.stats)
     }
 
+    /// The current Raft term (cheap: for every response header).
+    pub fn term(&self) -> u64 {
+        self.inner
+            .raft
+            .server_metrics()
+            .borrow_watched()
+            .vote
+            .leader_id()
+            .term
+    }
+
     /// Role, term, leader and indexes for `/v1/status`.
     // `millis_since_quorum_ack` is deprecated for `last_quorum_acked`, an Instant; the age is
     // what status needs, and computing it here would read a clock outside the seams.
