@@ -76,9 +76,16 @@ pub async fn force_new_cluster(
     log.save_vote(&VoteOf::<CpTypes>::new_committed(term, me.0))
         .await
         .map_err(|e| io("saving the vote", e))?;
-    log.append([entry], IOFlushed::noop())
+    // On disk an append returns before its fsync: wait for the flush before reporting done.
+    let (flushed_tx, flushed_rx) = <CpTypes as openraft::type_config::TypeConfigExt>::oneshot();
+    let callback = IOFlushed::<CpTypes>::signal(flushed_tx);
+    log.append([entry], callback)
         .await
         .map_err(|e| io("appending the recovery entry", e))?;
+    flushed_rx
+        .await
+        .map_err(|_| "the log's flusher stopped before the recovery entry was durable".to_string())?
+        .map_err(|e| io("flushing the recovery entry", e))?;
     Ok(RecoveryReport {
         node: me.0,
         term,
