@@ -360,7 +360,8 @@ impl Object {
     }
 
     /// Applies `op` as coordinated by `actor` at hybrid time `stamp`; returns whether the
-    /// object changed (an idempotent retry changes nothing).
+    /// object changed (an idempotent retry changes nothing, nor does adding members a set
+    /// already holds).
     pub fn apply(&mut self, op: &Op, actor: NodeId, stamp: Stamp) -> Result<bool, ApplyError> {
         // A deleted plain value takes any CRDT type (Redis: `SET k v; DEL k; SADD k m` works).
         // Every CRDT type ranks above plain values, so the switch wins on every replica and
@@ -400,11 +401,16 @@ impl Object {
             }
             (Object::Counter(counter), Op::Delete { .. }) => counter.reset(actor),
             (Object::Set(set), Op::SetAdd { members }) => {
+                // Unchanged when every member is already in: callers count new members so
+                // (RESP `SADD` answers from this instead of reading the set first).
+                let mut added = false;
                 for member in members {
                     if !set.contains(member) {
                         set.add(actor, member.clone());
+                        added = true;
                     }
                 }
+                return Ok(added);
             }
             (Object::Set(set), Op::SetRemove { members }) => {
                 for member in members {

@@ -23,7 +23,8 @@
 //!
 //! Replies whose count depends on the previous state (`DEL`, `SADD`, `SREM`, `HSET`, `HDEL`)
 //! read the key first (at R) and count against that read: a concurrent writer can make the
-//! count stale, never the data. Multi-key commands (`MSET`, `DEL k1 k2`) are one operation per
+//! count stale, never the data. `SADD` of one member skips the read: it counts against the
+//! coordinator's own copy, which the write itself reads. Multi-key commands (`MSET`, `DEL k1 k2`) are one operation per
 //! key, not atomic. Errors: a too-small answer of replicas is `-NOQUORUM <why>` (a write may
 //! still have been stored where it was acknowledged), a type mismatch `-WRONGTYPE ...`, anything
 //! else `-ERR ...`; commands Isle knows but does not support say why.
@@ -107,7 +108,7 @@ impl Shared {
 }
 
 /// One connection's state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Session {
     id: u64,
     db: usize,
@@ -346,6 +347,31 @@ fn integer(n: usize) -> Frame {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The keys a command names, if it may run concurrently with other commands of its
+/// connection: it names keys (so it reads or writes data and changes no session state) and is
+/// well-formed. `None`: run it alone, after every command before it.
+pub(crate) fn concurrent_keys(args: &Command) -> Option<Vec<Vec<u8>>> {
+    let spec = lookup(&text(args.first()?).to_ascii_lowercase())?;
+    let count = i64::try_from(args.len()).ok()?;
+    let arity_ok =
+        (spec.arity > 0 && count == spec.arity) || (spec.arity < 0 && count >= -spec.arity);
+    if spec.first_key <= 0 || spec.step <= 0 || !arity_ok {
+        return None;
+    }
+    let last = if spec.last_key < 0 {
+        count + spec.last_key
+    } else {
+        spec.last_key
+    };
+    let mut keys = Vec::new();
+    let mut i = spec.first_key;
+    while i <= last {
+        keys.push(args.get(usize::try_from(i).ok()?)?.clone());
+        i += spec.step;
+    }
+    Some(keys)
 }
 
 /// The reply to one command, and what the connection does next.
@@ -670,6 +696,13 @@ impl<B: ApBackend> Run<'_, B> {
         let mut args = args.into_iter().skip(1);
         let key = args.next().unwrap_or_default();
         let members: BTreeSet<Vec<u8>> = args.collect();
+        if members.len() == 1 {
+            // One member: the write says whether it was new on the coordinator's copy, so no
+            // read is needed first (half the round trips of the common case).
+            let members = members.into_iter().collect();
+            let reply = self.apply(key, Op::SetAdd { members }).await?;
+            return Ok(integer(usize::from(reply.applied)));
+        }
         let before: BTreeSet<Vec<u8>> = self.set_members(key.clone()).await?.into_iter().collect();
         let added = members.difference(&before).count();
         let members = members.into_iter().collect();

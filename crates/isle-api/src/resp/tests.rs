@@ -830,3 +830,129 @@ async fn tcp_protocol_error_closes_the_connection() {
     stream.write_all(b"PING\r\n").await.expect("write");
     assert_eq!(read_exactly(&mut stream, 7).await, b"+PONG\r\n");
 }
+
+/// A backend whose writes all wait until `n` of them are in flight, then finish in reverse
+/// order of their key's number (`k0` last): it proves commands overlap and that replies keep
+/// the commands' order regardless.
+#[derive(Clone)]
+struct Gated {
+    inner: MemoryBackend,
+    started: Arc<tokio::sync::Barrier>,
+    done: Arc<tokio::sync::watch::Sender<usize>>,
+    n: usize,
+}
+
+impl ApBackend for Gated {
+    async fn get(
+        &self,
+        bucket: String,
+        key: Vec<u8>,
+        options: ReadOptions,
+    ) -> Result<ReadReply, ApError> {
+        self.inner.get(bucket, key, options).await
+    }
+
+    async fn apply(
+        &self,
+        bucket: String,
+        key: Vec<u8>,
+        op: Op,
+        options: WriteOptions,
+    ) -> Result<WriteReply, ApError> {
+        let i: usize = String::from_utf8_lossy(&key[1..]).parse().expect("key kN");
+        self.started.wait().await;
+        let mut done = self.done.subscribe();
+        let _ = done.wait_for(|d| *d == self.n - 1 - i).await;
+        let reply = self.inner.apply(bucket, key, op, options).await;
+        self.done.send_modify(|d| *d += 1);
+        reply
+    }
+
+    fn buckets(&self) -> Vec<BucketInfo> {
+        self.inner.buckets()
+    }
+
+    fn node_id(&self) -> u64 {
+        1
+    }
+}
+
+#[tokio::test]
+async fn pipelined_commands_on_distinct_keys_overlap_and_reply_in_order() {
+    let n = 8;
+    let mut c = Client::with(Gated {
+        inner: MemoryBackend::new(),
+        started: Arc::new(tokio::sync::Barrier::new(n)),
+        done: Arc::new(tokio::sync::watch::channel(0).0),
+        n,
+    });
+    let mut input = Vec::new();
+    for i in 0..n {
+        input.extend_from_slice(&encode_command(&[
+            "INCRBY",
+            &format!("k{i}"),
+            &(i + 1).to_string(),
+        ]));
+    }
+    // Run one at a time, the first write would wait for the others forever.
+    let (out, step) = tokio::time::timeout(Duration::from_secs(30), c.raw(&input))
+        .await
+        .expect("the pipelined writes ran concurrently");
+    assert_eq!(step, Step::Read);
+    let expected: String = (1..=n).map(|i| format!(":{i}\r\n")).collect();
+    assert_eq!(String::from_utf8(out).expect("utf8"), expected);
+}
+
+#[tokio::test]
+async fn pipelines_keep_per_key_order_and_session_changes() {
+    let mut c = Client::new();
+    let mut input = Vec::new();
+    for args in [
+        &["INCR", "n"][..],
+        &["INCR", "n"],
+        &["SET", "a", "1"],
+        &["GET", "n"],
+        &["SELECT", "1"],
+        &["GET", "a"],
+        &["SET", "a", "2"],
+        &["SELECT", "0"],
+        &["GET", "a"],
+        &["MSET", "a", "3", "b", "4"],
+        &["MGET", "a", "b"],
+    ] {
+        input.extend_from_slice(&encode_command(args));
+    }
+    let (out, step) = c.raw(&input).await;
+    assert_eq!(step, Step::Read);
+    assert_eq!(
+        String::from_utf8(out).expect("utf8"),
+        ":1\r\n:2\r\n+OK\r\n$1\r\n2\r\n+OK\r\n$-1\r\n+OK\r\n+OK\r\n$1\r\n1\r\n+OK\r\n\
+         *2\r\n$1\r\n3\r\n$1\r\n4\r\n"
+    );
+}
+
+#[test]
+fn commands_naming_keys_may_run_concurrently_others_alone() {
+    let keys = |args: &[&str]| {
+        super::commands::concurrent_keys(&args.iter().map(|a| a.as_bytes().to_vec()).collect())
+    };
+    let k = |names: &[&str]| {
+        Some(
+            names
+                .iter()
+                .map(|n| n.as_bytes().to_vec())
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(keys(&["SET", "a", "1"]), k(&["a"]));
+    assert_eq!(keys(&["mset", "a", "1", "b", "2"]), k(&["a", "b"]));
+    assert_eq!(keys(&["DEL", "a", "b", "c"]), k(&["a", "b", "c"]));
+    assert_eq!(keys(&["SELECT", "1"]), None);
+    assert_eq!(keys(&["ISLE.CONSISTENCY", "one", "one"]), None);
+    assert_eq!(
+        keys(&["GET"]),
+        None,
+        "a malformed command runs alone and says so"
+    );
+    assert_eq!(keys(&["NOSUCH", "a"]), None);
+}
