@@ -4,8 +4,8 @@
 //!   replicas of its partition.
 //! - **Writes** are coordinated by a primary replica (a node that is not one forwards the
 //!   write to the first reachable primary). The coordinator applies the operation to its own
-//!   copy through the [`writer`] (fsynced), then sends the resulting state to the other
-//!   replicas, which merge it. An unreachable primary is replaced, unless the request is
+//!   copy through the [`writer`] and sends the resulting state to the other replicas, which
+//!   merge it, while its own copy is fsynced; it counts towards the level once durable. An unreachable primary is replaced, unless the request is
 //!   strict, by the next reachable node on the ring, which keeps the write as a durable hint
 //!   and hands it off when the owner is back ([`hints`]). The client gets an answer when the
 //!   request's level is met, with the number of replicas that acknowledged.
