@@ -163,7 +163,15 @@ fn a_follower_far_behind_catches_up_from_a_snapshot() {
     for i in 1..=300 {
         put_until_ok(&leader_http, &format!("k-{i}"), &i.to_string());
     }
-    let status = common::cp_status(&leader_http).expect("status");
+    // Snapshots and purges run in the background: restart the follower only once the leader
+    // has purged past everything the follower holds.
+    let (status, _) = wait_for("the leader to purge its early log", LIMIT, || {
+        let status = common::cp_status(&leader_http)?;
+        match status["purged_index"].as_u64() {
+            Some(purged) if purged > 10 => Ok(status),
+            _ => Err(format!("{status}")),
+        }
+    });
     println!("leader {leader}: {status}");
     cluster.restart(behind);
     let behind_http = cluster.http(behind);

@@ -255,6 +255,10 @@ pub struct RaftStatus {
     pub applied_index: Option<u64>,
     /// Last log index.
     pub last_log_index: Option<u64>,
+    /// Last log index covered by this node's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Log entries up to here are purged (only a snapshot can bring a follower past them).
+    pub purged_index: Option<u64>,
     /// Voters of the current membership.
     pub voters: Vec<u64>,
     /// The state machine's current revision.
@@ -872,6 +876,8 @@ impl Cp {
             commit_index: metrics.cluster_committed.map(|id| id.index),
             applied_index: metrics.last_applied.map(|id| id.index),
             last_log_index: metrics.last_log_index,
+            snapshot_index: metrics.snapshot.map(|id| id.index),
+            purged_index: metrics.purged.map(|id| id.index),
             voters: metrics.membership_config.voter_ids().collect(),
             revision: self.inner.state.read().machine.revision(),
             leader_lease_valid: (metrics.state == ServerState::Leader).then(|| {

@@ -785,3 +785,30 @@ fn a_log_kept_in_the_redb_table_moves_into_the_wal() {
         );
     });
 }
+
+/// A snapshot can move the purge point past the log's end (openraft purges up to the snapshot's
+/// last log id); the next entries start there, and a reopen must accept the jump.
+#[test]
+fn wal_accepts_a_purge_past_its_end_and_continues_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    TestConfig::run(async {
+        let (_node, mut log) = open(dir.path());
+        append(&mut log, (1..=10).map(|i| normal(1, i, 40)))
+            .await
+            .unwrap();
+        log.purge(log_id(2, 20)).await.unwrap();
+        assert_eq!(indexes(&mut log).await, Vec::<u64>::new());
+        append(&mut log, (21..=25).map(|i| normal(2, i, 40)))
+            .await
+            .unwrap();
+        assert_eq!(indexes(&mut log).await, (21..=25).collect::<Vec<_>>());
+    });
+    TestConfig::run(async {
+        let (_node, mut log) = open(dir.path());
+        assert_eq!(
+            log.get_log_state().await.unwrap(),
+            state(Some((2, 20)), Some((2, 25)))
+        );
+        assert_eq!(indexes(&mut log).await, (21..=25).collect::<Vec<_>>());
+    });
+}

@@ -239,6 +239,12 @@ impl Wal {
                 ));
             }
         }
+        if state.locs.is_empty() && !state.segments.is_empty() {
+            // Nothing is held (all purged — a snapshot may have moved the log past its end — or
+            // truncated): what the segments keep is dead, and the new run may not follow it.
+            // Drop them, durably, before the new segment exists, so a reopen never meets a gap.
+            self.drop_all_segments(&mut state)?;
+        }
         if state.segments.is_empty() || active_len(&state) >= self.shared.segment_bytes {
             self.roll(&mut state, *first_index)?;
         }
@@ -289,6 +295,19 @@ impl Wal {
         if !state.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
             state.unsynced.push(file);
         }
+        Ok(())
+    }
+
+    /// Deletes every segment (the log holds no entry) and fsyncs the directory.
+    fn drop_all_segments(&self, state: &mut State) -> io::Result<()> {
+        let firsts: Vec<u64> = state.segments.keys().copied().collect();
+        for first in firsts {
+            state.segments.remove(&first);
+            fs::remove_file(self.shared.dir.join(segment_name(first)))?;
+        }
+        state.unsynced.clear();
+        File::open(&self.shared.dir)?.sync_all()?;
+        self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
