@@ -302,13 +302,18 @@ impl Wal {
     fn drop_all_segments(&self, state: &mut State) -> io::Result<()> {
         let firsts: Vec<u64> = state.segments.keys().copied().collect();
         for first in firsts {
-            state.segments.remove(&first);
-            fs::remove_file(self.shared.dir.join(segment_name(first)))?;
+            self.remove_segment(state, first)?;
         }
         state.unsynced.clear();
         File::open(&self.shared.dir)?.sync_all()?;
         self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Forgets segment `first` and deletes its file (the caller fsyncs the directory).
+    fn remove_segment(&self, state: &mut State, first: u64) -> io::Result<()> {
+        state.segments.remove(&first);
+        fs::remove_file(self.shared.dir.join(segment_name(first)))
     }
 
     /// Starts a new segment for entries from `first`.
@@ -407,12 +412,10 @@ impl Wal {
             .map(|(first, _)| *first)
             .collect();
         for first in later {
-            state.segments.remove(&first);
-            fs::remove_file(self.shared.dir.join(segment_name(first)))?;
+            self.remove_segment(&mut state, first)?;
         }
         if cut == 0 {
-            state.segments.remove(&loc.segment);
-            fs::remove_file(self.shared.dir.join(segment_name(loc.segment)))?;
+            self.remove_segment(&mut state, loc.segment)?;
         } else if let Some(segment) = state.segments.get_mut(&loc.segment) {
             segment.file.set_len(cut)?;
             segment.file.sync_data()?;
@@ -443,8 +446,7 @@ impl Wal {
         let mut removed = false;
         for pair in firsts.windows(2) {
             if pair[1] <= upto.saturating_add(1) {
-                state.segments.remove(&pair[0]);
-                fs::remove_file(self.shared.dir.join(segment_name(pair[0])))?;
+                self.remove_segment(&mut state, pair[0])?;
                 removed = true;
             }
         }
