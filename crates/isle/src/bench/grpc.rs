@@ -2,7 +2,6 @@
 //! from Isle's etcd .proto files, so Isle and etcd are driven by the same client code.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -12,10 +11,7 @@ use isle_api::etcd::pb::etcdserverpb::{
 };
 use tonic::transport::{Channel, Endpoint};
 
-use super::{BenchOp, Driver, Rng, Tally, join_tallies, key};
-
-/// Requests in flight while prefilling.
-const PREFILL_CONCURRENCY: usize = 64;
+use super::{BenchOp, Driver, PREFILL_CONCURRENCY, Rng, Tally, join_tallies, key};
 
 /// A CP bench operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -151,31 +147,22 @@ impl Driver for Grpc {
     type Op = CpOp;
 
     async fn prefill(&self) -> anyhow::Result<()> {
-        let next = Arc::new(AtomicU64::new(0));
-        let tasks: Vec<_> = (0..PREFILL_CONCURRENCY)
-            .map(|worker| {
-                let mut kv = self.client(worker);
-                let shape = self.shape.clone();
-                let next = next.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        if index >= shape.keys {
-                            return Ok(());
-                        }
-                        let key = key(index).into_bytes();
-                        request(&mut kv, CpOp::Put, key, &shape.value)
-                            .await
-                            .map_err(|status| describe(&status))?;
-                    }
-                })
-            })
+        let workers = (0..PREFILL_CONCURRENCY)
+            .map(|worker| self.client(worker))
             .collect();
-        for task in tasks {
-            task.await?
-                .map_err(|why: String| anyhow::anyhow!("a prefill put failed: {why}"))?;
-        }
-        Ok(())
+        let value = self.shape.value.clone();
+        super::prefill_keys(workers, self.shape.keys, move |mut kv, index| {
+            let value = value.clone();
+            async move {
+                request(&mut kv, CpOp::Put, key(index).into_bytes(), &value)
+                    .await
+                    .map_err(|status| {
+                        anyhow::anyhow!("a prefill put failed: {}", describe(&status))
+                    })?;
+                Ok(kv)
+            }
+        })
+        .await
     }
 
     async fn phase(&self, op: CpOp, clients: usize, duration: Duration) -> anyhow::Result<Tally> {

@@ -16,6 +16,7 @@ mod resp;
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -662,6 +663,39 @@ impl Rng {
 /// The name of key `index`.
 pub(crate) fn key(index: u64) -> String {
     format!("bench/{index:08}")
+}
+
+/// Connections (or clients) that write the keys for the read phases, at once.
+const PREFILL_CONCURRENCY: usize = 64;
+
+/// Writes every key index in `0..keys` once, spread over `workers` (one task each, taking the
+/// next index until none is left); `write` does one key and hands its worker back.
+async fn prefill_keys<W, F, Fut>(workers: Vec<W>, keys: u64, write: F) -> anyhow::Result<()>
+where
+    W: Send + 'static,
+    F: Fn(W, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<W>> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|mut worker| {
+            let (next, write) = (Arc::clone(&next), write.clone());
+            tokio::spawn(async move {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if index >= keys {
+                        return anyhow::Ok(());
+                    }
+                    worker = write(worker, index).await?;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,17 +3,14 @@
 //! client, optionally pipelined, so Isle's RESP endpoint and a redis-server are driven alike.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{BenchOp, Driver, Rng, Tally, join_tallies, key};
+use super::{BenchOp, Driver, PREFILL_CONCURRENCY, Rng, Tally, join_tallies, key};
 
-/// Connections while prefilling.
-const PREFILL_CONCURRENCY: usize = 64;
 /// Distinct members SADD picks from, so sets stay small.
 const SET_MEMBERS: u64 = 100;
 /// Largest bulk string accepted in a reply.
@@ -346,36 +343,28 @@ impl Driver for Resp {
     type Op = ApOp;
 
     async fn prefill(&self) -> anyhow::Result<()> {
-        let next = Arc::new(AtomicU64::new(0));
         let mut connections = Vec::new();
         for worker in 0..PREFILL_CONCURRENCY.min(self.shape.keys as usize) {
             connections.push(self.open(worker).await?);
         }
-        let tasks: Vec<_> = connections
-            .into_iter()
-            .map(|mut connection| {
-                let shape = self.shape.clone();
-                let next = next.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        if index >= shape.keys {
-                            return Ok(());
-                        }
-                        let set = command([b"SET".as_slice(), key(index).as_bytes(), &shape.value]);
-                        let mut tally = Tally::default();
-                        round(&mut connection, &set, 1, shape.timeout, &mut tally).await?;
-                        if let Some(why) = tally.first_error {
-                            bail!("SET {}: {why}", key(index));
-                        }
+        let shape = self.shape.clone();
+        super::prefill_keys(
+            connections,
+            self.shape.keys,
+            move |mut connection, index| {
+                let shape = shape.clone();
+                async move {
+                    let set = command([b"SET".as_slice(), key(index).as_bytes(), &shape.value]);
+                    let mut tally = Tally::default();
+                    round(&mut connection, &set, 1, shape.timeout, &mut tally).await?;
+                    if let Some(why) = tally.first_error {
+                        bail!("a prefill SET {} failed: {why}", key(index));
                     }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await?.context("a prefill SET failed")?;
-        }
-        Ok(())
+                    Ok(connection)
+                }
+            },
+        )
+        .await
     }
 
     async fn phase(&self, op: ApOp, clients: usize, duration: Duration) -> anyhow::Result<Tally> {
