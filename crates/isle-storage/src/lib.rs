@@ -11,9 +11,13 @@
 mod ap;
 mod meta;
 mod raft_log;
+mod record;
 mod records;
+mod wal;
 
-pub use ap::{ApStore, ApStoreError, ApWrite, KeyedObject, StoredHint, StoredLeaf};
+pub use ap::{
+    ApStore, ApStoreError, ApWrite, CHECKPOINT_BYTES, Durable, KeyedObject, StoredHint, StoredLeaf,
+};
 pub use meta::RedbStore;
 pub use raft_log::{
     CorruptRecord, LIMITED_READ_BYTES_MAX, LIMITED_READ_ENTRIES_MAX, LogStats, RecordKey,

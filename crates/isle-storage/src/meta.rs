@@ -8,6 +8,7 @@ use isle_types::{Identity, Member, NodeId};
 use openraft::RaftTypeConfig;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::ApStore;
 use crate::raft_log::{self, LogStats, RedbLogStore};
 
 /// Small singleton records, keyed by name, JSON-encoded so an operator can inspect them.
@@ -26,13 +27,15 @@ pub struct RedbStore {
     /// The Raft log: on disk its entries in a write-ahead log with group commit; in memory in
     /// a redb table, every append committed inline (no thread: simulation stays deterministic).
     raft_log: RaftLogHandle,
+    /// The AP tables, with their log on disk (see [`ApStore`]).
+    ap: ApStore,
 }
 
 /// One Raft log per store, whatever type config its handles are used with (the entries are
 /// stored as framed bytes; the type only decodes them).
 #[derive(Clone)]
 struct RaftLogHandle {
-    wal: Option<Arc<crate::raft_log::wal::Wal>>,
+    wal: Option<Arc<crate::wal::Wal>>,
     stats: Arc<LogStats>,
 }
 
@@ -72,6 +75,13 @@ impl RedbStore {
             wal: log.wal().cloned(),
             stats: Arc::clone(log.stats()),
         };
+        let ap_dir = data_dir.join("ap-wal");
+        store.ap = ApStore::open(Arc::clone(&store.db), &ap_dir).map_err(|e| {
+            engine(format!(
+                "cannot open the AP log in {}: {e}",
+                ap_dir.display()
+            ))
+        })?;
         Ok(store)
     }
 
@@ -93,8 +103,10 @@ impl RedbStore {
         crate::records::create_table(&txn).map_err(engine)?;
         crate::ap::create_tables(&txn).map_err(engine)?;
         txn.commit().map_err(engine)?;
+        let db = Arc::new(db);
         Ok(RedbStore {
-            db: Arc::new(db),
+            ap: ApStore::inline(Arc::clone(&db)),
+            db,
             raft_log: RaftLogHandle {
                 wal: None,
                 stats: Arc::default(),
@@ -112,6 +124,11 @@ impl RedbStore {
             self.raft_log.wal.clone(),
             Arc::clone(&self.raft_log.stats),
         )
+    }
+
+    /// The AP keyspace's tables in this store (every handle shares the store's AP log).
+    pub fn ap_store(&self) -> ApStore {
+        self.ap.clone()
     }
 
     /// The Raft log's disk counters (fsyncs, batches, entries), shared by every handle.

@@ -56,13 +56,10 @@
 //! consecutive). After a read: each entry's own index must equal its key, a multi-entry read must
 //! have no holes, and no entry may sit at or below the purge point.
 
-pub(crate) mod flush;
-pub(crate) mod record;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod tests;
-pub(crate) mod wal;
 
 use std::fmt;
 use std::io;
@@ -89,15 +86,15 @@ use redb::WriteTransaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use flush::LogStats;
-pub use record::CorruptRecord;
-pub use record::RecordKey;
-use record::corrupt;
-use record::decode;
-use record::encode;
-use wal::Wal;
+pub use crate::record::CorruptRecord;
+pub use crate::record::RecordKey;
+use crate::record::corrupt;
+use crate::record::decode;
+use crate::record::encode;
+pub use crate::wal::LogStats;
+use crate::wal::{Wal, WalKind};
 
-const LOG_TABLE_NAME: &str = "raft_log";
+pub(crate) const LOG_TABLE_NAME: &str = "raft_log";
 const META_TABLE_NAME: &str = "raft_meta";
 /// Log entries by index.
 const LOG_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new(LOG_TABLE_NAME);
@@ -179,7 +176,7 @@ impl<C: RaftTypeConfig> RedbLogStore<C> {
     /// see the module docs), its metadata in `db`. Entries an earlier version kept in `db`'s
     /// table are moved into an empty WAL first.
     pub fn open_wal(db: Arc<Database>, wal_dir: &std::path::Path) -> io::Result<Self> {
-        Self::open_wal_with(db, wal_dir, wal::SEGMENT_BYTES)
+        Self::open_wal_with(db, wal_dir, crate::wal::SEGMENT_BYTES)
     }
 
     /// [`RedbLogStore::open_wal`] with WAL segments closed at `segment_bytes`.
@@ -190,6 +187,7 @@ impl<C: RaftTypeConfig> RedbLogStore<C> {
     ) -> io::Result<Self> {
         let store = Self::open(db)?;
         let wal = Arc::new(Wal::open_with(
+            WalKind::RAFT,
             wal_dir,
             segment_bytes,
             Arc::clone(&store.stats),

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::RedbStore;
-use crate::raft_log::record::{self, RecordKey};
+use crate::record::{self, RecordKey};
 
 /// Records by name; values framed like the Raft log's (crc32c, version, postcard).
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");

@@ -47,7 +47,8 @@ pub struct ApMetrics {
     pub aae_in_sync: Gauge,
     /// Changes committed per transaction (group commit).
     pub write_batch: Histogram,
-    /// Fsynced store transactions (one per group commit).
+    /// fsyncs of the AP store: log flushes (each covering every batch written meanwhile) and
+    /// checkpoints.
     pub store_fsyncs: Counter,
     /// Changes written to the store (applies, merges, removals), however batched.
     pub store_writes: Counter,
@@ -151,7 +152,7 @@ impl ApMetrics {
         );
         r.register(
             "store_fsyncs",
-            "Fsynced AP store transactions (group commits)",
+            "fsyncs of the AP store (log flushes, each covering every batch written meanwhile; checkpoints)",
             self.store_fsyncs.clone(),
         );
         r.register(

@@ -202,6 +202,7 @@ impl Ap {
             hints_max: config.hints_max,
             metrics: Arc::clone(&metrics),
             poisoned: false,
+            fsyncs_seen: 0,
         };
         writer.start(jobs_rx);
         let (shutdown, _) = watch::channel(false);

@@ -1,6 +1,7 @@
 //! The AP keyspace's single writer: every change to a replica's objects, hints and Merkle
-//! leaves goes through one task, which commits all waiting changes in one fsynced redb
-//! transaction (group commit) and only then answers them.
+//! leaves goes through one task, which commits all waiting changes in one transaction (group
+//! commit) and answers them once the store says they are durable — on disk when the AP log's
+//! flusher has fsynced them, while this task already commits the next batch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use isle_ap::merkle::{DEFAULT_FANOUT_BITS, DEFAULT_LEAF_BITS, Shape, Tree, entry_hash};
 use isle_ap::{ApError, BucketInfo, Hlc, Object, Op, Rule};
 use isle_env::Clock;
-use isle_storage::{ApStore, ApStoreError, ApWrite, StoredHint};
+use isle_storage::{ApStore, ApStoreError, ApWrite, LogStats, StoredHint};
 use isle_types::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
@@ -195,6 +196,8 @@ pub(crate) struct Writer {
     /// could reuse them. Writes coordinated here are refused until a restart, which brings a
     /// new actor id.
     pub(crate) poisoned: bool,
+    /// The store's fsync count already added to the metrics.
+    pub(crate) fsyncs_seen: u64,
 }
 
 fn decode(bytes: &[u8]) -> Result<Object, ApError> {
@@ -275,9 +278,13 @@ impl Writer {
                 Ok::<_, ApStoreError>(done)
             })
         };
-        self.metrics.store_fsyncs.inc();
+        let fsyncs = LogStats::get(&self.store.stats().fsyncs);
+        self.metrics
+            .store_fsyncs
+            .inc_by(fsyncs.saturating_sub(self.fsyncs_seen));
+        self.fsyncs_seen = fsyncs;
         match outcome {
-            Ok(done) => {
+            Ok((done, durable)) => {
                 {
                     let mut trees = trees(&self.trees);
                     for ((partition, leaf), hash) in pending.leaves {
@@ -300,16 +307,28 @@ impl Writer {
                         }
                     }
                 }
-                for done in done {
-                    match done {
-                        Done::Merge(reply, result) => {
-                            let _ = reply.send(result);
-                        }
-                        Done::Remove(reply, result) => {
-                            let _ = reply.send(result);
+                // What this batch changed is visible (reads, the trees); it is answered only
+                // once durable. A failed flush answers with the error: nothing in it can be
+                // vouched for, and the store refuses later writes.
+                durable.then(move |flushed| {
+                    let failed = |err: &ApStoreError| ApError::Internal(err.to_string());
+                    for done in done {
+                        match (done, &flushed) {
+                            (Done::Merge(reply, result), Ok(())) => {
+                                let _ = reply.send(result);
+                            }
+                            (Done::Merge(reply, _), Err(err)) => {
+                                let _ = reply.send(Err(failed(err)));
+                            }
+                            (Done::Remove(reply, result), Ok(())) => {
+                                let _ = reply.send(result);
+                            }
+                            (Done::Remove(reply, _), Err(err)) => {
+                                let _ = reply.send(Err(failed(err)));
+                            }
                         }
                     }
-                }
+                });
             }
             // The transaction rolled back: every job in it failed, and its replies were
             // dropped with it, which callers see as an internal error.

@@ -17,8 +17,9 @@ use openraft::{Vote, testing};
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::testkit::{RedbBuilder, TestConfig};
-use super::{CorruptRecord, LOG_TABLE, META_TABLE, RecordKey, RedbLogStore, record};
+use super::{CorruptRecord, LOG_TABLE, META_TABLE, RecordKey, RedbLogStore};
 use crate::RedbStore;
+use crate::record;
 
 type Store = RedbLogStore<TestConfig>;
 

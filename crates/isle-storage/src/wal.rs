@@ -1,19 +1,20 @@
-//! The Raft log's entries on disk: an append-only write-ahead log in segment files, as etcd
-//! keeps its WAL, so a batch of entries costs one `write` and the flusher's one `fdatasync` —
-//! and an append never waits for an fsync in progress (a redb commit would: it holds the
-//! database's single write lock through its fsync).
+//! An append-only write-ahead log in segment files, as etcd keeps its WAL: a batch of records
+//! costs one `write` and the flusher's one `fdatasync`, and an append never waits for an fsync
+//! in progress (a redb commit would: it holds the database's single write lock through its
+//! fsync). Two logs use it: the Raft log's entries ([`WalKind::RAFT`]) and the AP store's
+//! changes ([`WalKind::AP`]).
 //!
 //! # Layout
 //!
-//! `<data-dir>/raft-wal/<first index, 20 digits>.wal`, each segment a run of frames:
+//! `<data-dir>/<kind's dir>/<first index, 20 digits>.wal`, each segment a run of frames:
 //!
 //! ```text
-//! [record length: u32 LE][log index: u64 LE][record: crc32c, version, postcard entry]
+//! [record length: u32 LE][index: u64 LE][record: crc32c, version, postcard payload]
 //! ```
 //!
-//! The record is the one the redb table stored (see [`record`](super::record)): its checksum
-//! covers the table name, the index, the version and the payload, so a frame is trusted only if
-//! its record is intact *for that index*. A segment is closed once it passes
+//! The record is checksummed as [`record`](crate::record) says: the checksum covers the kind's
+//! table name, the index, the version and the payload, so a frame is trusted only if its record
+//! is intact *for that log and that index*. A segment is closed once it passes
 //! [`SEGMENT_BYTES`]; the next one is named after the index it starts with.
 //!
 //! # Recovery
@@ -29,7 +30,8 @@
 //! A failed write is undone (the segment is cut back to its last whole frame) or, if even that
 //! fails, poisons the log. A failed fsync always poisons it: after a failed `fdatasync` Linux may
 //! have dropped the dirty pages, so what was written can no longer be vouched for. A poisoned
-//! log answers every call with an error; openraft then stops this node's Raft.
+//! log answers every call with an error (openraft then stops this node's Raft; the AP store
+//! refuses writes).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -39,9 +41,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use super::LogStats;
-use super::flush::{FlushJob, Flusher};
-use super::record::{self, RecordKey};
+mod flush;
+
+pub(crate) use flush::FlushJob;
+use flush::Flusher;
+pub use flush::LogStats;
+
+use crate::record::{self, RecordKey};
 
 /// A segment is closed once it holds this many bytes (the frame that crosses it included).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -50,8 +56,28 @@ const FRAME_HEADER: usize = 12;
 /// Longest record accepted when reading a segment back (an entry is far smaller; a larger
 /// length is damage, not data).
 const RECORD_MAX: u32 = 256 << 20;
-/// The table name the records' checksums were computed with (shared with the redb table).
-const TABLE: &str = super::LOG_TABLE_NAME;
+/// Which log a WAL holds: the name its records' checksums are computed with, and how messages
+/// name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WalKind {
+    /// Mixed into every record's checksum (a frame of another log never passes as this one's).
+    pub table: &'static str,
+    /// The log as an operator reads it in an error ("the Raft log").
+    pub label: &'static str,
+}
+
+impl WalKind {
+    /// The Raft log's entries (checksummed like the redb table they once lived in).
+    pub const RAFT: WalKind = WalKind {
+        table: crate::raft_log::LOG_TABLE_NAME,
+        label: "the Raft log",
+    };
+    /// The AP store's changes, each batch one record.
+    pub const AP: WalKind = WalKind {
+        table: "ap_wal",
+        label: "the AP log",
+    };
+}
 
 /// Where one entry's record sits.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +113,7 @@ struct State {
 
 /// The shared part, also reached (weakly) by the flusher thread.
 struct Shared {
+    kind: WalKind,
     dir: PathBuf,
     /// Size at which a segment is closed ([`SEGMENT_BYTES`]; smaller in tests).
     segment_bytes: u64,
@@ -94,7 +121,7 @@ struct Shared {
     stats: Arc<LogStats>,
 }
 
-/// The Raft log's write-ahead log (see the module docs). Cheap to share (`Arc`).
+/// A write-ahead log (see the module docs).
 pub(crate) struct Wal {
     shared: Arc<Shared>,
     flusher: Flusher,
@@ -116,9 +143,10 @@ fn invalid(detail: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, detail)
 }
 
-fn poisoned(why: &str) -> io::Error {
+fn poisoned(kind: WalKind, why: &str) -> io::Error {
     io::Error::other(format!(
-        "the Raft log is unusable after an earlier failure ({why}); restart the node"
+        "{} is unusable after an earlier failure ({why}); restart the node",
+        kind.label
     ))
 }
 
@@ -134,7 +162,7 @@ impl Shared {
         let (files, dir_dirty) = {
             let mut state = self.lock();
             if let Some(why) = &state.poisoned {
-                return Err(poisoned(why));
+                return Err(poisoned(self.kind, why));
             }
             let dir_dirty = std::mem::take(&mut state.dir_dirty);
             (std::mem::take(&mut state.unsynced), dir_dirty)
@@ -159,6 +187,7 @@ impl Wal {
     /// Opens (creating if needed) the log in `dir`, recovering as the module docs say;
     /// segments are closed at `segment_bytes` ([`SEGMENT_BYTES`] but in tests).
     pub(crate) fn open_with(
+        kind: WalKind,
         dir: &Path,
         segment_bytes: u64,
         stats: Arc<LogStats>,
@@ -187,7 +216,7 @@ impl Wal {
         for (n, (first, path)) in names.into_iter().enumerate() {
             let last_segment = n + 1 == count;
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
-            let len = recover_segment(&file, &path, first, last_segment, &mut state)?;
+            let len = recover_segment(kind, &file, &path, first, last_segment, &mut state)?;
             state.segments.insert(
                 first,
                 Segment {
@@ -197,6 +226,7 @@ impl Wal {
             );
         }
         let shared = Arc::new(Shared {
+            kind,
             dir: dir.to_path_buf(),
             segment_bytes,
             state: Mutex::new(state),
@@ -211,6 +241,10 @@ impl Wal {
             stats,
         )?;
         Ok(Wal { shared, flusher })
+    }
+
+    fn kind(&self) -> WalKind {
+        self.shared.kind
     }
 
     /// The first and last index held, if any.
@@ -228,7 +262,7 @@ impl Wal {
         };
         let mut state = self.shared.lock();
         if let Some(why) = &state.poisoned {
-            return Err(poisoned(why));
+            return Err(poisoned(self.kind(), why));
         }
         if !state.locs.is_empty() {
             let next = state.first + state.locs.len() as u64;
@@ -355,7 +389,7 @@ impl Wal {
         let wanted: Vec<(u64, Loc, Arc<File>)> = {
             let state = self.shared.lock();
             if let Some(why) = &state.poisoned {
-                return Err(poisoned(why));
+                return Err(poisoned(self.kind(), why));
             }
             let held_end = state.first + state.locs.len() as u64;
             let (start, end) = (start.max(state.first), end.min(held_end));
@@ -392,7 +426,7 @@ impl Wal {
         self.flusher.flush_now()?;
         let mut state = self.shared.lock();
         if let Some(why) = &state.poisoned {
-            return Err(poisoned(why));
+            return Err(poisoned(self.kind(), why));
         }
         let held_end = state.first + state.locs.len() as u64;
         let first_removed = match last_kept {
@@ -464,6 +498,7 @@ fn active_len(state: &State) -> u64 {
 /// Reads one segment into `state`; returns the length of its whole frames (after cutting a torn
 /// tail of the last segment).
 fn recover_segment(
+    kind: WalKind,
     file: &File,
     path: &Path,
     first: u64,
@@ -476,13 +511,14 @@ fn recover_segment(
     let mut expected = first;
     let damage = |offset: usize, detail: String| {
         invalid(format!(
-            "Raft log segment {} is damaged at byte {offset}: {detail}; the node cannot trust \
+            "{} segment {} is damaged at byte {offset}: {detail}; the node cannot trust \
              its log (restore this node from a peer)",
+            kind.label,
             path.display()
         ))
     };
     while offset < bytes.len() {
-        let frame = parse_frame(&bytes[offset..], expected);
+        let frame = parse_frame(kind, &bytes[offset..], expected);
         match frame {
             Ok((index, len)) => {
                 if !state.locs.is_empty() && index != state.first + state.locs.len() as u64 {
@@ -507,10 +543,11 @@ fn recover_segment(
             }
             Err(detail) if last_segment && torn_tail(&bytes[offset..]) => {
                 tracing::warn!(
+                    log = kind.label,
                     segment = %path.display(),
                     offset,
                     %detail,
-                    "cutting a torn write off the end of the Raft log (a batch never acknowledged)"
+                    "cutting a torn write off the end of a log (a batch never acknowledged)"
                 );
                 file.set_len(offset as u64)?;
                 file.sync_data()?;
@@ -537,7 +574,7 @@ fn torn_tail(rest: &[u8]) -> bool {
 }
 
 /// Checks the frame at the start of `bytes`: `(index, record length)`, or what is wrong.
-fn parse_frame(bytes: &[u8], expected: u64) -> Result<(u64, u32), String> {
+fn parse_frame(kind: WalKind, bytes: &[u8], expected: u64) -> Result<(u64, u32), String> {
     if bytes.len() < FRAME_HEADER {
         return Err(format!(
             "{} bytes left, a frame header needs 12",
@@ -559,7 +596,7 @@ fn parse_frame(bytes: &[u8], expected: u64) -> Result<(u64, u32), String> {
     if index != expected {
         return Err(format!("index {index} where {expected} was expected"));
     }
-    if !record::intact(TABLE, RecordKey::Index(index), record) {
+    if !record::intact(kind.table, RecordKey::Index(index), record) {
         return Err(format!("record for index {index} fails its checksum"));
     }
     Ok((index, len))

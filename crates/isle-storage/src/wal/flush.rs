@@ -1,11 +1,12 @@
-//! Group commit for the Raft log: appends are written without an fsync and made durable by one
-//! flusher thread, which fsyncs once for every append that queued while the previous fsync ran
-//! and then reports them all flushed.
+//! Group commit for a write-ahead log: appends are written without an fsync and made durable by
+//! one flusher thread, which fsyncs once for every append that queued while the previous fsync
+//! ran and then reports them all flushed.
 //!
 //! openraft allows exactly this (`RaftLogStorage::append` returns once the entries are readable;
 //! its callback fires once they are durable), and with
 //! `Config::broadcast_submitted_on_append` the leader sends entries to its followers while its
-//! own fsync runs: the leader's flush overlaps replication instead of preceding it.
+//! own fsync runs: the leader's flush overlaps replication instead of preceding it. The AP store
+//! answers a batch's writers from the same callback.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,12 +20,12 @@ pub(crate) type FlushJob = Box<dyn FnOnce(io::Result<()>) + Send>;
 /// Makes everything written so far durable; `Ok(None)` once its target is gone.
 pub(crate) type SyncFn = Box<dyn FnMut() -> io::Result<Option<()>> + Send>;
 
-/// Counters of the log's disk work, for `/metrics`: fsyncs per committed entry and entries per
+/// Counters of a log's disk work, for `/metrics`: fsyncs per committed entry and entries per
 /// batch are what group commit is judged by.
 #[derive(Debug, Default)]
 pub struct LogStats {
-    /// fsyncs (fdatasync) of the Raft log's files: log segments, their directory, and the
-    /// durable commits of its metadata.
+    /// fsyncs (fdatasync) of the log's files: its segments, their directory, and (for the Raft
+    /// log) the durable commits of its metadata.
     pub fsyncs: AtomicU64,
     /// `append` calls (batches of entries) written.
     pub append_batches: AtomicU64,
@@ -47,7 +48,7 @@ impl LogStats {
     }
 }
 
-/// The flusher thread of one database, shared by every handle on its Raft log.
+/// The flusher thread of one log, shared by every handle on it.
 pub(crate) struct Flusher {
     jobs: Mutex<Option<Sender<FlushJob>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -65,7 +66,7 @@ impl Flusher {
     pub(crate) fn start(sync: SyncFn, stats: Arc<LogStats>) -> io::Result<Flusher> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name("isle-raft-log-flush".into())
+            .name("isle-wal-flush".into())
             .spawn(move || run(sync, &rx, &stats))?;
         Ok(Flusher {
             jobs: Mutex::new(Some(tx)),
@@ -80,7 +81,7 @@ impl Flusher {
             None => Err(job),
         };
         if let Err(job) = sent {
-            job(Err(io::Error::other("the Raft log's flusher has stopped")));
+            job(Err(io::Error::other("the log's flusher has stopped")));
         }
     }
 
@@ -91,7 +92,7 @@ impl Flusher {
             let _ = tx.send(result);
         }));
         rx.recv()
-            .unwrap_or_else(|_| Err(io::Error::other("the Raft log's flusher has stopped")))
+            .unwrap_or_else(|_| Err(io::Error::other("the log's flusher has stopped")))
     }
 }
 
@@ -113,7 +114,7 @@ fn run(mut sync: SyncFn, jobs: &Receiver<FlushJob>, stats: &LogStats) {
         batch.extend(jobs.try_iter());
         let result = match sync() {
             Ok(Some(())) => Ok(()),
-            Ok(None) => Err(io::Error::other("the Raft log was closed before the flush")),
+            Ok(None) => Err(io::Error::other("the log was closed before the flush")),
             Err(err) => Err(err),
         };
         LogStats::add(&stats.flushes, 1);
