@@ -20,6 +20,7 @@
 //! the last batch the log vouches for. In memory (the simulator) there is no log: every batch
 //! commits durably inline and [`Durable::then`] runs at once.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -177,6 +178,8 @@ struct Cursor {
     next: u64,
     /// Log bytes since the last checkpoint.
     since_checkpoint: u64,
+    /// Merkle leaves set since the last checkpoint, which writes them to the table.
+    leaves: HashMap<(u32, u32), u128>,
     /// Set once the log and the tables may disagree (a commit failed after its record was
     /// logged, or a checkpoint failed): every later write is refused until a restart, whose
     /// replay puts them back in step.
@@ -362,21 +365,34 @@ impl ApWrite<'_> {
     }
 
     /// Stores a Merkle leaf hash.
+    /// With a log the leaf reaches the table at the next checkpoint (the log holds it until
+    /// then, and the node keeps its trees in memory): a B-tree insert per write saved.
     pub fn set_leaf(&mut self, partition: u32, leaf: u32, hash: u128) -> Result<(), ApStoreError> {
-        if hash == 0 {
-            self.leaves.remove((partition, leaf)).map_err(engine)?;
-        } else {
-            self.leaves
-                .insert((partition, leaf), hash.to_le_bytes().as_slice())
-                .map_err(engine)?;
+        match &mut self.changes {
+            Some(changes) => changes.push(Change::SetLeaf {
+                partition,
+                leaf,
+                hash,
+            }),
+            None => store_leaf(&mut self.leaves, (partition, leaf), hash)?,
         }
-        self.logged(|| Change::SetLeaf {
-            partition,
-            leaf,
-            hash,
-        });
         Ok(())
     }
+}
+
+fn store_leaf(
+    table: &mut redb::Table<'_, (u32, u32), &'static [u8]>,
+    at: (u32, u32),
+    hash: u128,
+) -> Result<(), ApStoreError> {
+    if hash == 0 {
+        table.remove(at).map_err(engine)?;
+    } else {
+        table
+            .insert(at, hash.to_le_bytes().as_slice())
+            .map_err(engine)?;
+    }
+    Ok(())
 }
 
 impl ApStore {
@@ -438,6 +454,7 @@ impl ApStore {
                 cursor: Mutex::new(Cursor {
                     next,
                     since_checkpoint: 0,
+                    leaves: HashMap::new(),
                     poisoned: None,
                 }),
                 checkpoint_bytes,
@@ -482,6 +499,16 @@ impl ApStore {
             let result = f(&mut tables)?;
             (result, tables.changes.take().unwrap_or_default())
         };
+        for change in &changes {
+            if let Change::SetLeaf {
+                partition,
+                leaf,
+                hash,
+            } = change
+            {
+                cursor.leaves.insert((*partition, *leaf), *hash);
+            }
+        }
         if !changes.is_empty() {
             // Logged before the commit: a failed append leaves nothing (the transaction is
             // dropped, so it aborts); a commit failing after it is put right by the replay.
@@ -519,8 +546,15 @@ impl ApStore {
             .map_err(engine)?
             .insert(WAL_APPLIED, last)
             .map_err(engine)?;
+        {
+            let mut table = txn.open_table(LEAVES).map_err(engine)?;
+            for (at, hash) in &cursor.leaves {
+                store_leaf(&mut table, *at, *hash)?;
+            }
+        }
         txn.commit().map_err(engine)?;
         LogStats::add(&self.stats.fsyncs, 1);
+        cursor.leaves.clear();
         log.wal.purge_through(last).map_err(engine)?;
         cursor.since_checkpoint = 0;
         Ok(())
@@ -578,16 +612,21 @@ impl ApStore {
     pub fn leaves(&self) -> Result<Vec<StoredLeaf>, ApStoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(LEAVES).map_err(engine)?;
-        let mut leaves = Vec::new();
+        let mut leaves = BTreeMap::new();
         for entry in table.iter().map_err(engine)? {
             let (key, hash) = entry.map_err(engine)?;
             let bytes: [u8; 16] = hash
                 .value()
                 .try_into()
                 .map_err(|_| ApStoreError::Corrupt { table: "ap_leaves" })?;
-            leaves.push((key.value(), u128::from_le_bytes(bytes)));
+            leaves.insert(key.value(), u128::from_le_bytes(bytes));
         }
-        Ok(leaves)
+        if let Some(log) = &self.log {
+            for (at, hash) in &log.lock().leaves {
+                leaves.insert(*at, *hash);
+            }
+        }
+        Ok(leaves.into_iter().filter(|(_, hash)| *hash != 0).collect())
     }
 
     /// Up to `limit` hints for `owner`, in key order.
@@ -750,6 +789,7 @@ mod tests {
             .unwrap()
             .ap_store();
         assert_eq!(held(&store), 210);
+        assert_eq!(store.leaves().unwrap().len(), 210);
     }
 
     #[test]
@@ -773,6 +813,16 @@ mod tests {
         };
         assert!(applied >= 250, "checkpoint at {applied}");
         assert_eq!(held(&store), 300);
+        // Leaves reach the table at checkpoints; the store reports the ones set since too.
+        let in_table = {
+            let txn = live.database().begin_read().unwrap();
+            txn.open_table(LEAVES).unwrap().iter().unwrap().count() as u64
+        };
+        assert!(
+            (250..300).contains(&in_table),
+            "{in_table} leaves in the table"
+        );
+        assert_eq!(store.leaves().unwrap().len(), 300);
     }
 
     #[test]
