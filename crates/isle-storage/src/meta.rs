@@ -29,6 +29,8 @@ pub struct RedbStore {
     raft_log: RaftLogHandle,
     /// The AP tables, with their log on disk (see [`ApStore`]).
     ap: ApStore,
+    /// The data directory (on disk only).
+    dir: Option<std::path::PathBuf>,
 }
 
 /// One Raft log per store, whatever type config its handles are used with (the entries are
@@ -62,6 +64,7 @@ impl RedbStore {
         let db = Database::create(&path)
             .map_err(|e| engine(format!("cannot open {}: {e}", path.display())))?;
         let mut store = Self::init(db)?;
+        store.dir = Some(data_dir.to_path_buf());
         let wal_dir = data_dir.join("raft-wal");
         // The type config only decodes entries; any one opens (and migrates) the files.
         let log =
@@ -111,6 +114,7 @@ impl RedbStore {
                 wal: None,
                 stats: Arc::default(),
             },
+            dir: None,
         })
     }
 
@@ -124,6 +128,11 @@ impl RedbStore {
             self.raft_log.wal.clone(),
             Arc::clone(&self.raft_log.stats),
         )
+    }
+
+    /// The data directory, for a store on disk.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// The AP keyspace's tables in this store (every handle shares the store's AP log).

@@ -7,7 +7,7 @@
 //! ignores an expired entry that is not purged yet, so the outcome does not depend on purge
 //! progress. The table holds at most `idempotency_entries_max` entries, evicting the oldest.
 
-use std::collections::{BTreeMap, BTreeSet};
+use imbl::{OrdMap, OrdSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +33,9 @@ struct Recorded {
 /// The table, plus an index by applied time for purging and eviction in order.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub(crate) struct Dedup {
-    entries: BTreeMap<RequestId, Recorded>,
-    by_time: BTreeSet<(u64, RequestId)>,
+    // Persistent maps, like the store's: a snapshot's copy of them is O(1).
+    entries: OrdMap<RequestId, Recorded>,
+    by_time: OrdSet<(u64, RequestId)>,
 }
 
 fn expired(config: &Config, applied_unix_ms: u64, now_unix_ms: u64) -> bool {
@@ -75,7 +76,7 @@ impl Dedup {
     ) {
         self.remove(&id);
         while self.entries.len() >= config.idempotency_entries_max.max(1) {
-            let Some((_, oldest)) = self.by_time.first().cloned() else {
+            let Some((_, oldest)) = self.by_time.get_min().cloned() else {
                 break;
             };
             self.remove(&oldest);
@@ -92,7 +93,7 @@ impl Dedup {
     /// Drops up to `IDEMPOTENCY_PURGE_PER_APPLY_MAX` expired entries, oldest first.
     pub(crate) fn purge_expired(&mut self, config: &Config, now_unix_ms: u64) {
         for _ in 0..IDEMPOTENCY_PURGE_PER_APPLY_MAX {
-            match self.by_time.first() {
+            match self.by_time.get_min() {
                 Some((applied, id)) if expired(config, *applied, now_unix_ms) => {
                     let id = id.clone();
                     self.remove(&id);

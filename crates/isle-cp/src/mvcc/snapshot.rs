@@ -89,7 +89,7 @@ impl StateMachine {
                     ));
                 }
             }
-            if let Some((_, Entry::Put(stored))) = versions.last_key_value() {
+            if let Some((_, Entry::Put(stored))) = versions.get_max() {
                 let attached = self.leases.leases.get(&stored.lease);
                 let consistent = match attached {
                     Some(lease) => lease.keys.contains(key),

@@ -5,8 +5,15 @@
 //! `(main, sub)`: `main` is the cluster revision, `sub` orders the writes of one transaction.
 //! Invariants: entries never change once written; `main <= revision` for every entry; every
 //! entry at `main >= compact_revision` is in both indexes.
+//!
+//! Both are persistent maps (`imbl::OrdMap`, B-trees whose nodes are shared between copies):
+//! copying the store for a snapshot is O(1) instead of a deep copy of every value ever written
+//! (hundreds of milliseconds at 100k revisions, during which applies and reads waited), and
+//! the first writes after it copy only the paths they touch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+use imbl::OrdMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,8 +85,8 @@ pub(crate) struct WriteCtx {
 pub(crate) struct Store {
     pub(crate) revision: i64,
     pub(crate) compact_revision: i64,
-    pub(crate) history: BTreeMap<Vec<u8>, BTreeMap<Revision, Entry>>,
-    pub(crate) by_revision: BTreeMap<Revision, Vec<u8>>,
+    pub(crate) history: OrdMap<Vec<u8>, OrdMap<Revision, Entry>>,
+    pub(crate) by_revision: OrdMap<Revision, Vec<u8>>,
 }
 
 impl Store {
@@ -88,8 +95,8 @@ impl Store {
         Store {
             revision: 1,
             compact_revision: 0,
-            history: BTreeMap::new(),
-            by_revision: BTreeMap::new(),
+            history: OrdMap::new(),
+            by_revision: OrdMap::new(),
         }
     }
 
@@ -102,7 +109,7 @@ impl Store {
     ) -> impl Iterator<Item = (&'a [u8], Revision, &'a Stored)> + 'a {
         let keys = range
             .bounds()
-            .map(|bounds| self.history.range::<[u8], _>(bounds));
+            .map(|bounds| self.history.range::<_, [u8]>(bounds));
         keys.into_iter()
             .flatten()
             .filter_map(move |(key, versions)| {
@@ -210,15 +217,25 @@ impl Store {
             main: revision,
             sub: 0,
         };
-        self.history.retain(|_, versions| {
-            let newer = versions.split_off(&bound);
-            let older = std::mem::replace(versions, newer);
-            if let Some((kept, Entry::Put(stored))) = older.into_iter().next_back() {
-                versions.insert(kept, Entry::Put(stored));
+        let mut history = OrdMap::new();
+        for (key, versions) in &self.history {
+            let (older, at, mut kept) = versions.split_lookup(&bound);
+            if let Some(entry) = at {
+                kept.insert(bound, entry);
             }
-            !versions.is_empty()
-        });
-        self.by_revision = self.by_revision.split_off(&bound);
+            if let Some((revision, Entry::Put(stored))) = older.get_max() {
+                kept.insert(*revision, Entry::Put(stored.clone()));
+            }
+            if !kept.is_empty() {
+                history.insert(key.clone(), kept);
+            }
+        }
+        self.history = history;
+        let (_, at, mut newer) = self.by_revision.split_lookup(&bound);
+        if let Some(key) = at {
+            newer.insert(bound, key);
+        }
+        self.by_revision = newer;
         self.compact_revision = revision;
     }
 }

@@ -81,6 +81,23 @@ impl std::fmt::Debug for CpStateMachine {
     }
 }
 
+/// Runs `work` (encoding a snapshot, a durable save) on tokio's blocking pool under a
+/// multi-threaded runtime: with 2 cores, a worker blocked for the hundreds of milliseconds a
+/// large snapshot takes stalls every request queued behind it (a 750 ms p99 at 256 clients).
+/// Inline under a current-thread runtime, so a simulation stays deterministic.
+async fn off_the_workers<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread => {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?
+        }
+        _ => work(),
+    }
+}
+
 fn invalid(what: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
@@ -141,6 +158,8 @@ impl RaftSnapshotBuilder<CpTypes> for CpStateMachine {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<CpTypes, Vec<u8>>, io::Error> {
         // Clone under the lock and encode outside it: applies (and so client writes) wait only
         // for the copy, not for the encoding and the durable save.
+        // Wall time only feeds the log line an operator reads; nothing decides on it.
+        let started = std::time::Instant::now();
         let (meta, machine) = {
             let replica = self.state.read();
             let meta = SnapshotMetaOf::<CpTypes> {
@@ -149,12 +168,27 @@ impl RaftSnapshotBuilder<CpTypes> for CpStateMachine {
             };
             (meta, replica.machine.clone())
         };
-        let stored = StoredSnapshot {
-            meta,
-            data: machine.snapshot(),
-        };
-        drop(machine);
-        self.snapshots.save_snapshot(&stored)?;
+        let cloned = started.elapsed();
+        let snapshots = Arc::clone(&self.snapshots);
+        let stored = off_the_workers(move || {
+            let stored = StoredSnapshot {
+                meta,
+                data: machine.snapshot(),
+            };
+            drop(machine);
+            let encoded = started.elapsed();
+            snapshots.save_snapshot(&stored)?;
+            tracing::info!(
+                index = stored.meta.last_log_id.map(|id| id.index),
+                bytes = stored.data.len(),
+                copy_ms = cloned.as_millis() as u64,
+                encode_ms = (encoded - cloned).as_millis() as u64,
+                save_ms = (started.elapsed() - encoded).as_millis() as u64,
+                "CP snapshot taken"
+            );
+            Ok(stored)
+        })
+        .await?;
         Ok(SnapshotOf::<CpTypes, Vec<u8>> {
             meta: stored.meta,
             snapshot: stored.data,

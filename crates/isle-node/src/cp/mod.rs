@@ -275,15 +275,15 @@ pub struct RaftStatus {
     pub self_fenced: bool,
 }
 
-/// Snapshots kept as a record in the node's redb file.
+/// Snapshots kept as a large record of the node's store (a file of its own on disk).
 struct SnapshotRecord(RedbStore);
 
 impl SnapshotStore for SnapshotRecord {
     fn save_snapshot(&self, snapshot: &StoredSnapshot) -> io::Result<()> {
-        self.0.save_record("cp_snapshot", snapshot)
+        self.0.save_large_record("cp_snapshot", snapshot)
     }
     fn load_snapshot(&self) -> io::Result<Option<StoredSnapshot>> {
-        self.0.load_record("cp_snapshot")
+        self.0.load_large_record("cp_snapshot")
     }
 }
 
