@@ -158,8 +158,6 @@ impl RaftSnapshotBuilder<CpTypes> for CpStateMachine {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<CpTypes, Vec<u8>>, io::Error> {
         // Clone under the lock and encode outside it: applies (and so client writes) wait only
         // for the copy, not for the encoding and the durable save.
-        // Wall time only feeds the log line an operator reads; nothing decides on it.
-        let started = std::time::Instant::now();
         let (meta, machine) = {
             let replica = self.state.read();
             let meta = SnapshotMetaOf::<CpTypes> {
@@ -168,7 +166,6 @@ impl RaftSnapshotBuilder<CpTypes> for CpStateMachine {
             };
             (meta, replica.machine.clone())
         };
-        let cloned = started.elapsed();
         let snapshots = Arc::clone(&self.snapshots);
         let stored = off_the_workers(move || {
             let stored = StoredSnapshot {
@@ -176,14 +173,10 @@ impl RaftSnapshotBuilder<CpTypes> for CpStateMachine {
                 data: machine.snapshot(),
             };
             drop(machine);
-            let encoded = started.elapsed();
             snapshots.save_snapshot(&stored)?;
             tracing::info!(
                 index = stored.meta.last_log_id.map(|id| id.index),
                 bytes = stored.data.len(),
-                copy_ms = cloned.as_millis() as u64,
-                encode_ms = (encoded - cloned).as_millis() as u64,
-                save_ms = (started.elapsed() - encoded).as_millis() as u64,
                 "CP snapshot taken"
             );
             Ok(stored)
