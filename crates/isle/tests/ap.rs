@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{LocalCluster, heal, http_with_timeout, split, status, wait_for};
+use common::{LocalCluster, heal, http_with_timeout, split, status, wait_for, wait_mesh};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,25 +89,6 @@ fn converged(
             .unwrap_or_default())
     } else {
         Err(format!("{bucket}/{key}: {copies:?}"))
-    }
-}
-
-fn wait_mesh(cluster: &LocalCluster, nodes: &[u64]) {
-    for &id in nodes {
-        wait_for(
-            &format!("node {id} to hear {nodes:?}"),
-            Duration::from_secs(30),
-            || {
-                let status = status(&cluster.http(id))?;
-                let reachable = common::reachable_of(&status);
-                let all = nodes.iter().all(|n| *n == id || reachable.contains(n));
-                if all {
-                    Ok(())
-                } else {
-                    Err(format!("node {id} hears {reachable:?}"))
-                }
-            },
-        );
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{LocalCluster, http_with_timeout, status, wait_for};
+use common::{LocalCluster, http_with_timeout, wait_for, wait_mesh};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,23 +20,6 @@ fn ok(method: &str, addr: &str, path: &str, body: Option<&Value>) -> Option<Valu
     match http_with_timeout(method, addr, path, body, TIMEOUT) {
         Ok((200, text)) => serde_json::from_str(&text).ok(),
         _ => None,
-    }
-}
-
-fn wait_mesh(cluster: &LocalCluster, nodes: &[u64]) {
-    for &id in nodes {
-        wait_for(
-            &format!("node {id} to hear {nodes:?}"),
-            Duration::from_secs(30),
-            || {
-                let reachable = common::reachable_of(&status(&cluster.http(id))?);
-                if nodes.iter().all(|n| *n == id || reachable.contains(n)) {
-                    Ok(())
-                } else {
-                    Err(format!("node {id} hears {reachable:?}"))
-                }
-            },
-        );
     }
 }
 

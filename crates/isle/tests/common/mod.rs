@@ -489,6 +489,24 @@ pub fn reachable_of(status: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// Waits until each of `nodes` hears every other one of them.
+pub fn wait_mesh(cluster: &LocalCluster, nodes: &[u64]) {
+    for &id in nodes {
+        wait_for(
+            &format!("node {id} to hear {nodes:?}"),
+            Duration::from_secs(30),
+            || {
+                let reachable = reachable_of(&status(&cluster.http(id))?);
+                if nodes.iter().all(|n| *n == id || reachable.contains(n)) {
+                    Ok(())
+                } else {
+                    Err(format!("node {id} hears {reachable:?}"))
+                }
+            },
+        );
+    }
+}
+
 /// Cuts every link between `a` and `b` in both directions (rules on both ends, as `isle split` does).
 pub fn split(cluster: &LocalCluster, a: &[u64], b: &[u64]) {
     for (mine, theirs) in [(a, b), (b, a)] {
