@@ -70,6 +70,16 @@ pub enum ApStoreError {
     },
 }
 
+impl From<ApStoreError> for std::io::Error {
+    fn from(err: ApStoreError) -> Self {
+        let kind = match err {
+            ApStoreError::Corrupt { .. } => std::io::ErrorKind::InvalidData,
+            ApStoreError::Engine(_) => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, err.to_string())
+    }
+}
+
 fn engine(err: impl std::fmt::Display) -> ApStoreError {
     ApStoreError::Engine(err.to_string())
 }
@@ -414,13 +424,11 @@ impl ApStore {
     fn open_with(db: Arc<Database>, dir: &Path, checkpoint_bytes: u64) -> std::io::Result<ApStore> {
         let stats = Arc::new(LogStats::default());
         let wal = Wal::open_with(WalKind::AP, dir, SEGMENT_BYTES, Arc::clone(&stats))?;
-        let io = |err: ApStoreError| std::io::Error::other(err.to_string());
         let applied = {
-            let txn = db.begin_read().map_err(engine).map_err(io)?;
-            let meta = txn.open_table(AP_META).map_err(engine).map_err(io)?;
+            let txn = db.begin_read().map_err(engine)?;
+            let meta = txn.open_table(AP_META).map_err(engine)?;
             meta.get(WAL_APPLIED)
-                .map_err(engine)
-                .map_err(io)?
+                .map_err(engine)?
                 .map_or(0, |v| v.value())
         };
         let mut next = applied + 1;
@@ -684,13 +692,11 @@ impl ApStore {
 /// Applies the logged batches `from..=last` to the tables and records the checkpoint, in one
 /// durable commit.
 fn replay(db: &Database, wal: &Wal, from: u64, last: u64) -> std::io::Result<()> {
-    let io = |err: ApStoreError| std::io::Error::other(err.to_string());
-    let mut txn = db.begin_write().map_err(engine).map_err(io)?;
+    let mut txn = db.begin_write().map_err(engine)?;
     txn.set_durability(redb::Durability::Immediate)
-        .map_err(engine)
-        .map_err(io)?;
+        .map_err(engine)?;
     {
-        let mut tables = open_tables(&txn, false).map_err(io)?;
+        let mut tables = open_tables(&txn, false)?;
         let mut at = from;
         while at <= last {
             let records = wal.read(at, last + 1, 1024, 16 << 20)?;
@@ -701,19 +707,18 @@ fn replay(db: &Database, wal: &Wal, from: u64, last: u64) -> std::io::Result<()>
                 let changes: Vec<Change> =
                     record::decode(WalKind::AP.table, RecordKey::Index(index), &bytes)?;
                 for change in changes {
-                    tables.apply(change).map_err(io)?;
+                    tables.apply(change)?;
                 }
                 at = index + 1;
             }
         }
         txn.open_table(AP_META)
-            .map_err(engine)
-            .map_err(io)?
+            .map_err(engine)?
             .insert(WAL_APPLIED, last)
-            .map_err(engine)
-            .map_err(io)?;
+            .map_err(engine)?;
     }
-    txn.commit().map_err(engine).map_err(io)
+    txn.commit().map_err(engine)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -190,6 +190,9 @@ impl Ap {
             .map_err(|e| e.to_string())?;
         let metrics = Arc::new(ApMetrics::default());
         metrics.register(registry);
+        registry.register_collector(Box::new(metrics::StoreCollector(Arc::clone(
+            ap_store.stats(),
+        ))));
         let trees = Arc::new(Mutex::new(trees));
         let hints = Arc::new(Mutex::new(index));
         let (jobs_tx, jobs_rx) = mpsc::channel(4096);
@@ -202,7 +205,6 @@ impl Ap {
             hints_max: config.hints_max,
             metrics: Arc::clone(&metrics),
             poisoned: false,
-            fsyncs_seen: 0,
         };
         writer.start(jobs_rx);
         let (shutdown, _) = watch::channel(false);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use isle_ap::merkle::{DEFAULT_FANOUT_BITS, DEFAULT_LEAF_BITS, Shape, Tree, entry_hash};
 use isle_ap::{ApError, BucketInfo, Hlc, Object, Op, Rule};
 use isle_env::Clock;
-use isle_storage::{ApStore, ApStoreError, ApWrite, LogStats, StoredHint};
+use isle_storage::{ApStore, ApStoreError, ApWrite, StoredHint};
 use isle_types::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
@@ -196,8 +196,6 @@ pub(crate) struct Writer {
     /// could reuse them. Writes coordinated here are refused until a restart, which brings a
     /// new actor id.
     pub(crate) poisoned: bool,
-    /// The store's fsync count already added to the metrics.
-    pub(crate) fsyncs_seen: u64,
 }
 
 fn decode(bytes: &[u8]) -> Result<Object, ApError> {
@@ -218,6 +216,23 @@ enum Done {
         oneshot::Sender<Result<bool, ApError>>,
         Result<bool, ApError>,
     ),
+}
+
+impl Done {
+    /// Sends the job's result, or the flush's error: nothing in a failed flush is vouched for.
+    fn answer(self, flushed: &Result<(), ApStoreError>) {
+        let flushed = flushed
+            .clone()
+            .map_err(|err| ApError::Internal(err.to_string()));
+        match self {
+            Done::Merge(reply, result) => {
+                let _ = reply.send(flushed.and(result));
+            }
+            Done::Remove(reply, result) => {
+                let _ = reply.send(flushed.and(result));
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -278,11 +293,6 @@ impl Writer {
                 Ok::<_, ApStoreError>(done)
             })
         };
-        let fsyncs = LogStats::get(&self.store.stats().fsyncs);
-        self.metrics
-            .store_fsyncs
-            .inc_by(fsyncs.saturating_sub(self.fsyncs_seen));
-        self.fsyncs_seen = fsyncs;
         match outcome {
             Ok((done, durable)) => {
                 {
@@ -311,22 +321,8 @@ impl Writer {
                 // once durable. A failed flush answers with the error: nothing in it can be
                 // vouched for, and the store refuses later writes.
                 durable.then(move |flushed| {
-                    let failed = |err: &ApStoreError| ApError::Internal(err.to_string());
                     for done in done {
-                        match (done, &flushed) {
-                            (Done::Merge(reply, result), Ok(())) => {
-                                let _ = reply.send(result);
-                            }
-                            (Done::Merge(reply, _), Err(err)) => {
-                                let _ = reply.send(Err(failed(err)));
-                            }
-                            (Done::Remove(reply, result), Ok(())) => {
-                                let _ = reply.send(result);
-                            }
-                            (Done::Remove(reply, _), Err(err)) => {
-                                let _ = reply.send(Err(failed(err)));
-                            }
-                        }
+                        done.answer(&flushed);
                     }
                 });
             }
