@@ -39,15 +39,18 @@ impl Default for NetConfig {
     }
 }
 
-/// A deliberately broken build, so a sweep can show that the checkers catch what it breaks.
+/// A deliberate bug, so a sweep can show that the checkers catch what it breaks. Bugs live in
+/// the simulator's own client layer or in the node config it builds, never in the node: the
+/// shipped node has no switch that turns off a safety check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Bug {
-    /// No minority refusal and no ReadIndex: linearizable reads come from the local replica
-    /// (caught by the linearizability checker: stale reads).
+    /// The simulated client sends its linearizable reads as local (serializable) reads yet
+    /// records them as linearizable: a node cut off from the quorum, or merely behind, answers
+    /// with stale data (caught by the linearizability checker).
     NoQuorumCheck,
-    /// Fencing tokens ignored (caught by the fencing checker: a superseded holder's write
-    /// accepted).
+    /// The simulated client drops the fencing token from its fenced writes (caught by the
+    /// fencing checker: a superseded holder's write accepted).
     NoFencing,
     /// No Merkle-tree anti-entropy exchange (`aae_interval_ms = 0`; caught by the convergence
     /// checks: replicas left unequal after the heal).

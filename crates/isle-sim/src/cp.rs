@@ -21,6 +21,8 @@ use isle_cp::command::{
 use isle_cp::{Command, Response};
 use isle_env::{Clock, Random, SeededRandom};
 use isle_node::cp::{Consistency, Cp, CpRequestError, MembershipChange};
+
+use crate::config::Bug;
 use serde::{Deserialize, Serialize};
 
 /// How the CP clients behave.
@@ -220,16 +222,28 @@ fn answer(request: &CpRequest, result: Result<Response, CpRequestError>) -> CpDo
     }
 }
 
-/// Runs `request` against `cp` and reports what the client learned.
-pub async fn execute(cp: &Cp, request: &CpRequest, config: &CpWorkloadConfig) -> CpDone {
+/// Runs `request` against `cp` and reports what the client learned. With `bug`, this client
+/// layer misbehaves the way [`Bug`] describes — the node itself is never broken.
+pub async fn execute(
+    cp: &Cp,
+    request: &CpRequest,
+    config: &CpWorkloadConfig,
+    bug: Option<Bug>,
+) -> CpDone {
     match request {
         CpRequest::Write { key, value } => {
             let put = PutRequest::new(key.as_bytes(), value.as_bytes());
             answer(request, cp.write(Command::new(put)).await)
         }
         CpRequest::Read { key } => {
+            // The bug: a local, possibly stale read, recorded as linearizable all the same.
+            let consistency = if bug == Some(Bug::NoQuorumCheck) {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
             match cp
-                .read(RangeRequest::key(key.as_bytes()), Consistency::Linearizable)
+                .read(RangeRequest::key(key.as_bytes()), consistency)
                 .await
             {
                 Ok(read) => ok(Ret::Value(
@@ -289,11 +303,13 @@ pub async fn execute(cp: &Cp, request: &CpRequest, config: &CpWorkloadConfig) ->
             token,
             value,
         } => {
+            // The bug: the token is dropped on the way, so the store cannot refuse a stale one.
+            let fence = (bug != Some(Bug::NoFencing)).then(|| Fence {
+                lock: lock.clone(),
+                token: *token,
+            });
             let put = PutRequest {
-                fence: Some(Fence {
-                    lock: lock.clone(),
-                    token: *token,
-                }),
+                fence,
                 ..PutRequest::new(key.as_bytes(), value.as_bytes())
             };
             answer(request, cp.write(Command::new(put)).await)

@@ -197,10 +197,6 @@ fn node_config(config: &SimConfig, id: u64) -> NodeConfig {
         cp: isle_node::cp::CpConfig {
             // Every node expects the whole cluster; the lowest id forms the group.
             bootstrap_expect: Some(usize::try_from(config.nodes).unwrap_or(usize::MAX)),
-            bugs: isle_node::cp::CpBugs {
-                no_quorum_check: config.bug == Some(Bug::NoQuorumCheck),
-                no_fencing: config.bug == Some(Bug::NoFencing),
-            },
             ..config.cp.clone()
         },
         ap: isle_node::ap::ApConfig {
@@ -255,6 +251,7 @@ fn add_host(
     slot: Arc<Slot>,
     done: Completions,
     cp_config: CpWorkloadConfig,
+    bug: Option<Bug>,
 ) {
     let name = host_name(config.id.0);
     sim.host(name, move || {
@@ -282,7 +279,7 @@ fn add_host(
                     let result = match job.task {
                         Task::Ap(request) => Finished::Ap(client::execute(&ap, request).await),
                         Task::Cp(request) => {
-                            Finished::Cp(crate::cp::execute(&cp, &request, &cp_config).await)
+                            Finished::Cp(crate::cp::execute(&cp, &request, &cp_config, bug).await)
                         }
                         Task::Membership(changes) => {
                             crate::cp::change_membership(&cp, clock.as_ref(), &changes).await;
@@ -395,6 +392,7 @@ impl Engine {
                 Arc::clone(&slot),
                 Arc::clone(&done),
                 config.cp_workload.clone(),
+                config.bug,
             );
             slots.insert(id, slot);
         }

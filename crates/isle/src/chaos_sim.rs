@@ -4,7 +4,8 @@
 //! the history: AP convergence and merge rules, CP linearizability per key, fencing, "the
 //! minority refuses CP writes", recovery after the heal. Seeds run on every core; each prints
 //! one line; a failing seed prints the command that replays it, and the command exits non-zero.
-//! `--bug NAME` runs a deliberately broken build (see [`isle_sim::Bug`]): the lab must fail.
+//! `--bug NAME` runs with a deliberate bug in the simulator's clients or config (see
+//! [`isle_sim::Bug`]): the lab must fail.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -36,9 +37,9 @@ pub struct SimArgs {
     /// Print every violation of a failing seed (default: the first five).
     #[arg(long)]
     verbose: bool,
-    /// Run a deliberately broken build, to see the checkers catch it: no-quorum-check (stale
-    /// reads: linearizability), no-fencing (fencing), no-anti-entropy (convergence). Expect
-    /// failures.
+    /// Run with a deliberate bug in the simulated clients or config, to see the checkers catch
+    /// it: no-quorum-check (local reads recorded as linearizable: linearizability), no-fencing
+    /// (tokens dropped: fencing), no-anti-entropy (convergence). Expect failures.
     #[arg(long)]
     bug: Option<Bug>,
 }

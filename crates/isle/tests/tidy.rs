@@ -159,3 +159,45 @@ fn no_test_is_ignored() {
         "ignored tests hide failures: {ignored:#?}"
     );
 }
+
+/// The shipped binary turns on no feature of an Isle crate but `default`: no build switch can
+/// bring a deliberate bug or test-only behaviour into the product (the chaos lab's bugs live in
+/// the simulator's client layer instead).
+#[test]
+fn the_shipped_binary_turns_on_no_isle_feature() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "isle",
+            "-e",
+            "normal,features",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(workspace())
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let features: Vec<&str> = tree
+        .lines()
+        .filter(|line| line.starts_with("isle") && line.contains(" feature \""))
+        .collect();
+    assert!(
+        !features.is_empty(),
+        "cargo tree listed no features: {tree}"
+    );
+    let extra: Vec<&&str> = features
+        .iter()
+        .filter(|line| !line.contains(" feature \"default\""))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "the isle binary is built with Isle features beyond default: {extra:#?}"
+    );
+}

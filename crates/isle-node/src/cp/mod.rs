@@ -77,25 +77,6 @@ pub struct CpConfig {
     /// When self-fencing, also ask the process to exit (a supervisor restarts it once the
     /// network is back, as a fresh follower).
     pub self_fence_exit: bool,
-    /// Deliberately broken behaviour for the chaos lab (see [`CpBugs`]); never read from a
-    /// file or flag.
-    #[serde(skip)]
-    pub bugs: CpBugs,
-}
-
-/// Deliberately broken CP behaviour, so the chaos lab can show its checkers catch it
-/// (`isle chaos sim --bug`). Only code that builds a node's config in-process (the simulator)
-/// can set these — the config files and flags of `isle node` cannot (`serde(skip)`) — and they
-/// do nothing unless `isle-node` is built with the `chaos-bugs` feature.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpBugs {
-    /// No minority refusal (never `NoQuorum`), and linearizable reads served from the local
-    /// replica without the leader's ReadIndex confirmation: a node cut off from the quorum, or
-    /// merely behind, answers with stale data.
-    pub no_quorum_check: bool,
-    /// Fencing tokens stripped from writes before they are proposed: a holder whose token was
-    /// superseded still gets its writes accepted.
-    pub no_fencing: bool,
 }
 
 impl Default for CpConfig {
@@ -114,7 +95,6 @@ impl Default for CpConfig {
             fence_timeout_ms: 5000,
             self_fence_after_ms: None,
             self_fence_exit: false,
-            bugs: CpBugs::default(),
         }
     }
 }
@@ -464,21 +444,9 @@ impl Cp {
             .current_leader
     }
 
-    /// The deliberate bugs in force (none without the `chaos-bugs` feature).
-    fn bugs(&self) -> CpBugs {
-        if cfg!(feature = "chaos-bugs") {
-            self.inner.config.bugs
-        } else {
-            CpBugs::default()
-        }
-    }
-
     /// Refuses up front when this node's side holds no quorum.
     fn check_quorum(&self) -> Result<(), CpRequestError> {
         self.check_self_fence()?;
-        if self.bugs().no_quorum_check {
-            return Ok(());
-        }
         let voters = self.membership().voters;
         let status = self.inner.status.borrow();
         // Raft counts its own voters, not every gossip member: judge reachability over them.
@@ -607,15 +575,7 @@ impl Cp {
 
     /// A client write: proposed on the leader (forwarded there if need be). Bounded by one
     /// deadline across waiting for a leader and waiting for its answer.
-    pub async fn write(&self, mut command: Command) -> Result<Response, CpRequestError> {
-        if self.bugs().no_fencing {
-            match &mut command.request {
-                isle_cp::Request::Put(put) => put.fence = None,
-                isle_cp::Request::DeleteRange(delete) => delete.fence = None,
-                isle_cp::Request::Txn(txn) => txn.fence = None,
-                _ => {}
-            }
-        }
+    pub async fn write(&self, command: Command) -> Result<Response, CpRequestError> {
         self.check_quorum()?;
         let started = self.inner.clock.now();
         let leader = self.leader(self.timeout()).await?;
@@ -704,7 +664,7 @@ impl Cp {
         consistency: Consistency,
     ) -> Result<ReadOutcome, CpRequestError> {
         self.check_self_fence()?;
-        if consistency == Consistency::Stale || self.bugs().no_quorum_check {
+        if consistency == Consistency::Stale {
             let stats = &self.inner.reads.stats;
             stats
                 .serializable_reads
