@@ -5,16 +5,19 @@
 //! such as `ip netns exec NS`); [`plan`] lays out a cluster's specs on loopback. A [`Node`] is
 //! one running process: kill -9, SIGTERM with a grace period, pause and resume, restart on the
 //! same data dir, readiness. Every process the lab starts is registered so [`kill_all`] can
-//! stop them from a signal handler's thread. [`metrics`] reads the Prometheus text nodes serve.
+//! stop them from a signal handler's thread. [`netns`] puts nodes in network namespaces of
+//! their own and cuts links with nftables; [`metrics`] reads the Prometheus text nodes serve.
 //!
 //! The API is blocking: each call is short (a signal, a reap after SIGKILL, an HTTP request on
 //! loopback), and tests are synchronous.
 
 pub mod metrics;
+pub mod netns;
 mod node;
 mod ports;
 mod spec;
 
+pub use nix::sys::signal::Signal;
 pub use node::{Node, Stopped, kill_all};
 pub use ports::spare_port;
 pub use spec::{NodeSpec, Ports, mesh, plan};

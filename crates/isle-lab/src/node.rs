@@ -95,11 +95,12 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Its exit status if it has exited (reaping it), `None` while it runs or after a kill.
+    /// Its exit status, once, if it has exited by itself (reaped: afterwards it is simply not
+    /// running); `None` while it runs or when it is not running.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.forget();
+        Some(status)
     }
 
     /// Whether the process runs (a paused one does).
@@ -155,7 +156,6 @@ impl Node {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.exited() {
-                self.forget();
                 return Stopped::Exited(status);
             }
             std::thread::sleep(Duration::from_millis(20));

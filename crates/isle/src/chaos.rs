@@ -24,7 +24,6 @@
 //! a connection refused before anything was sent is `Fail`.
 
 mod cluster;
-pub(crate) mod netns;
 mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,7 +44,10 @@ use isle_sim::nemesis::{Effects, Nemesis};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use cluster::{AP_REPLICAS, BUCKET, Cluster, Fabric, NodePlan, Rng};
+use cluster::{AP_REPLICAS, BUCKET, Cluster, Fabric};
+use isle_env::{Random, SeededRandom};
+use isle_lab::NodeSpec;
+use isle_lab::netns;
 
 /// `isle chaos ...`
 #[derive(Subcommand, Debug)]
@@ -419,7 +421,7 @@ struct ClientTask {
     process: u64,
     node: u64,
     http: String,
-    rng: Rng,
+    rng: SeededRandom,
     counter: u64,
     /// Last value this client read per CP key (what its compare-and-sets expect).
     seen: BTreeMap<String, Option<String>>,
@@ -842,7 +844,7 @@ impl ClientTask {
 
 /// Waits until every node answers, hears every other, and the CP keyspace serves a
 /// linearizable read.
-async fn wait_ready(client: &reqwest::Client, plans: &[NodePlan]) -> anyhow::Result<()> {
+async fn wait_ready(client: &reqwest::Client, plans: &[NodeSpec]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::from("nothing checked yet");
     while Instant::now() < deadline {
@@ -855,7 +857,7 @@ async fn wait_ready(client: &reqwest::Client, plans: &[NodePlan]) -> anyhow::Res
     bail!("the cluster did not become ready within 60 s: {last}")
 }
 
-async fn ready(client: &reqwest::Client, plans: &[NodePlan]) -> anyhow::Result<()> {
+async fn ready(client: &reqwest::Client, plans: &[NodeSpec]) -> anyhow::Result<()> {
     for node in plans {
         let status = crate::client::get(client, &node.http, "/v1/status").await?;
         let reachable: BTreeSet<u64> = status["reachable"]
@@ -881,7 +883,7 @@ async fn ready(client: &reqwest::Client, plans: &[NodePlan]) -> anyhow::Result<(
 /// why.
 async fn read_replicas(
     client: &reqwest::Client,
-    plans: &[NodePlan],
+    plans: &[NodeSpec],
     keys: &[String],
     written: &BTreeSet<String>,
 ) -> (FinalState, Option<String>) {
@@ -1040,7 +1042,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
 /// Stops every node this run started and deletes its namespaces, then fails.
 fn interrupted(engine: EngineKind) -> anyhow::Result<()> {
     eprintln!("chaos: interrupted; stopping the nodes");
-    cluster::kill_all();
+    isle_lab::kill_all();
     if engine == EngineKind::Netns {
         for error in netns::delete_own() {
             eprintln!("chaos: cleanup: {error}");
@@ -1070,7 +1072,7 @@ fn run_on_this_thread(scenario: Scenario, out: PathBuf, keep_data: bool) -> anyh
         };
         let mut cluster = Cluster::start(plans.clone(), fabric)?;
         let result = drive(&scenario, &mut cluster, &out).await;
-        for error in cluster.shutdown().await {
+        for error in cluster.shutdown() {
             eprintln!("chaos: cleanup: {error}");
         }
         if !keep_data {
@@ -1091,7 +1093,7 @@ enum Event {
 /// Runs the workload and nemesis, heals, checks. Ok(true) if something was violated.
 async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow::Result<bool> {
     let admin = crate::client::http()?;
-    let plans = cluster.plans();
+    let plans = cluster.specs();
     let name = scenario.name.as_deref().unwrap_or("unnamed");
     println!(
         "chaos: scenario {name:?}, {} nodes, {} engine, seed {}, {} s",
@@ -1118,7 +1120,7 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow
             process,
             node: node.id,
             http: node.http.clone(),
-            rng: Rng(scenario.seed ^ process.wrapping_mul(0xA076_1D64_78BD_642F)),
+            rng: SeededRandom::new(scenario.seed ^ process.wrapping_mul(0xA076_1D64_78BD_642F)),
             counter: 0,
             seen: BTreeMap::new(),
         };

@@ -13,15 +13,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use isle_lab::{Node, NodeSpec, Ports, Signal};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
-use crate::chaos::netns::Netns;
+use isle_lab::netns::Netns;
 
 /// Flags of `isle demo`.
 #[derive(Args, Debug, Clone)]
@@ -80,98 +79,15 @@ fn side_of(id: u64) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Processes.
 
-/// One node process of the demo.
-struct DemoNode {
-    id: u64,
-    peer: String,
-    http: String,
-    data_dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl DemoNode {
-    fn pid(&self) -> Option<i32> {
-        self.child
-            .as_ref()
-            .and_then(Child::id)
-            .and_then(|p| i32::try_from(p).ok())
-    }
-}
-
-/// Sends `signal` to `pid` (SIGSTOP, SIGCONT, SIGTERM).
-#[allow(unsafe_code)]
-fn send_signal(pid: i32, signal: libc::c_int) -> anyhow::Result<()> {
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own unreaped child.
-    let rc = unsafe { libc::kill(pid, signal) };
-    if rc != 0 {
-        bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn plan(args: &DemoArgs, dir: &Path) -> anyhow::Result<Vec<DemoNode>> {
-    let mut nodes = Vec::new();
-    if args.netns {
+/// The five nodes' specs: fixed ports from `--base-port` on loopback, or each namespace's own
+/// address; a zone per island, anti-entropy and hints brisk enough for a short story, and a
+/// STONITH hook that only records what it would do.
+fn plan(args: &DemoArgs, dir: &Path, net: Option<&Netns>) -> anyhow::Result<Vec<NodeSpec>> {
+    let mut specs = match net {
         // Each namespace has its own loopback and address: the same ports everywhere.
-        for id in 1..=5u64 {
-            let ip = Netns::node_ip(id);
-            nodes.push(DemoNode {
-                id,
-                peer: format!("{ip}:7000"),
-                http: format!("{ip}:8000"),
-                data_dir: dir.join(format!("n{id}")),
-                child: None,
-            });
-        }
-        return Ok(nodes);
-    }
-    for id in 1..=5u16 {
-        let (Some(peer), Some(http)) = (
-            args.base_port.checked_add(id),
-            args.base_port.checked_add(1000 + id),
-        ) else {
-            bail!("--base-port {} is too high", args.base_port);
-        };
-        for port in [peer, http] {
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                bail!(
-                    "port {port} is in use (another demo or `isle local`?): stop it or pass \
-                     another --base-port"
-                );
-            }
-        }
-        nodes.push(DemoNode {
-            id: u64::from(id),
-            peer: format!("127.0.0.1:{peer}"),
-            http: format!("127.0.0.1:{http}"),
-            data_dir: dir.join(format!("n{id}")),
-            child: None,
-        });
-    }
-    Ok(nodes)
-}
-
-fn spawn(
-    nodes: &[DemoNode],
-    index: usize,
-    dir: &Path,
-    net: Option<&Netns>,
-) -> anyhow::Result<Child> {
-    let node = &nodes[index];
-    let exe = std::env::current_exe().context("locating the isle binary")?;
-    std::fs::create_dir_all(&node.data_dir)
-        .with_context(|| format!("creating {}", node.data_dir.display()))?;
-    let log_path = dir.join(format!("n{}.log", node.id));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
-    let peers: Vec<&str> = nodes
-        .iter()
-        .filter(|n| n.id != node.id)
-        .map(|n| n.peer.as_str())
-        .collect();
+        Some(net) => net.specs(dir),
+        None => isle_lab::plan(5, dir, Ports::Base(args.base_port))?,
+    };
     // The fencing (STONITH) hook a new CP leader runs against the previous one. Here it only
     // records what it would do: the zombie must live on to show that fencing tokens alone keep
     // its late write out. `isle local --stonith` shows the hook that kills.
@@ -183,41 +99,30 @@ fn spawn(
         dir.display(),
         fence_log.display()
     );
-    let zone = if EAST.contains(&node.id) {
-        "east"
-    } else {
-        "west"
-    };
-    let mut command = match net {
-        // `ip netns exec` execs the binary in place: the child's pid is the node's.
-        Some(net) => {
-            let prefix = net.exec_prefix(node.id);
-            let mut command = Command::new(&prefix[0]);
-            command.args(&prefix[1..]).arg(exe);
-            command
-        }
-        None => Command::new(exe),
-    };
-    command
-        .arg("node")
-        .args(["--id", &node.id.to_string()])
-        .args(["--listen", &node.peer, "--http", &node.http])
-        .arg("--data-dir")
-        .arg(&node.data_dir)
-        .args(["--peers", &peers.join(",")])
-        .args(["--bootstrap-expect", "5", "--zone", zone])
-        .arg("--allow-fault-injection")
-        .args(["--aae-interval-ms", "1000", "--hint-interval-ms", "300"])
-        .args(["--fence-command", &fence])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+    for spec in &mut specs {
+        let zone = if EAST.contains(&spec.id) {
+            "east"
+        } else {
+            "west"
+        };
+        spec.bootstrap_expect = Some(5);
+        spec.fault_injection = true;
+        spec.flags = [
+            "--zone",
+            zone,
+            "--aae-interval-ms",
+            "1000",
+            "--hint-interval-ms",
+            "300",
+            "--fence-command",
+            &fence,
+        ]
+        .map(String::from)
+        .to_vec();
         // Own process group: Ctrl-C reaches the demo, which then stops the nodes itself.
-        .process_group(0)
-        .kill_on_drop(true);
-    command
-        .spawn()
-        .with_context(|| format!("starting node {}", node.id))
+        spec.own_process_group = true;
+    }
+    Ok(specs)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,15 +242,16 @@ impl Answer {
     }
 }
 
-/// The demo's view of the cluster: processes, addresses and an HTTP client.
+/// The demo's view of the cluster: specs, processes (once started) and an HTTP client.
 struct Cluster {
-    nodes: Vec<DemoNode>,
+    specs: Vec<NodeSpec>,
+    nodes: Vec<Node>,
     client: reqwest::Client,
 }
 
 impl Cluster {
     fn http(&self, id: u64) -> &str {
-        &self.nodes[(id - 1) as usize].http
+        &self.specs[(id - 1) as usize].http
     }
 
     async fn call(
@@ -414,26 +320,16 @@ impl Cluster {
                 continue;
             };
             let text = response.text().await.unwrap_or_default();
-            total += metric_in(&text, name);
+            total += isle_lab::metrics::sum(&text, name);
         }
         total
     }
 
-    fn pid(&self, id: u64) -> Option<i32> {
-        self.nodes[(id - 1) as usize].pid()
+    fn node(&self, id: u64) -> anyhow::Result<&Node> {
+        self.nodes
+            .get((id - 1) as usize)
+            .with_context(|| format!("node {id} is not running"))
     }
-}
-
-/// The sum of every sample of `name` in a Prometheus/OpenMetrics text.
-fn metric_in(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let metric = series.split('{').next()?;
-            (metric == name).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,7 +369,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !args.netns {
         return tell(args, None).await;
     }
-    crate::chaos::netns::preflight()?;
+    isle_lab::netns::preflight()?;
     // Sockets belong to the namespace of the thread that opens them: the story runs on its own
     // thread, moved into the client namespace, with a runtime of its own.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -503,7 +399,7 @@ async fn tell(args: DemoArgs, net: Option<Netns>) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    let nodes = plan(&args, &dir)?;
+    let specs = plan(&args, &dir, net.as_ref())?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(1))
         .build()
@@ -516,7 +412,11 @@ async fn tell(args: DemoArgs, net: Option<Netns>) -> anyhow::Result<()> {
             progress_shown: false,
         },
         args,
-        cluster: Cluster { nodes, client },
+        cluster: Cluster {
+            specs,
+            nodes: Vec::new(),
+            client,
+        },
         findings: Findings::default(),
         dir,
         strict_keys: Vec::new(),
@@ -535,7 +435,7 @@ async fn tell(args: DemoArgs, net: Option<Netns>) -> anyhow::Result<()> {
         ));
         let _ = tokio::signal::ctrl_c().await;
     }
-    story.stop().await;
+    story.stop();
     if story.args.keep {
         story
             .out
@@ -611,9 +511,9 @@ impl Story {
     }
 
     async fn start_nodes(&mut self) -> anyhow::Result<()> {
-        for index in 0..self.cluster.nodes.len() {
-            let child = spawn(&self.cluster.nodes, index, &self.dir, self.net.as_ref())?;
-            self.cluster.nodes[index].child = Some(child);
+        let exe = std::env::current_exe().context("locating the isle binary")?;
+        for spec in &self.cluster.specs {
+            self.cluster.nodes.push(Node::start(spec.clone(), &exe)?);
         }
         let dashboard = format!("http://{}/dashboard", self.cluster.http(1));
         self.out
@@ -634,7 +534,7 @@ impl Story {
         }
         let endpoints: Vec<Value> = self
             .cluster
-            .nodes
+            .specs
             .iter()
             .map(|n| json!({"id": n.id, "http": n.http, "peer": n.peer, "side": side_of(n.id)}))
             .collect();
@@ -1352,8 +1252,9 @@ impl Story {
             json!({"leader": leader, "term": term, "token": token_a}),
         );
 
-        let pid = self.cluster.pid(leader).context("the leader's pid")?;
-        send_signal(pid, libc::SIGSTOP)?;
+        let zombie = self.cluster.node(leader)?;
+        let pid = zombie.pid().context("the leader's pid")?;
+        zombie.pause()?;
         let paused = Instant::now();
         self.out.say(format!(
             "  SIGSTOP node {leader} (pid {pid}): the leader freezes, as in a long GC pause"
@@ -1449,7 +1350,7 @@ impl Story {
             json!({"record": record, "hook_output": hook_said}),
         );
 
-        send_signal(pid, libc::SIGCONT)?;
+        self.cluster.node(leader)?.resume()?;
         self.out.say(format!(
             "  SIGCONT node {leader}: the zombie wakes up and client A, unaware, writes ledger \
              = A2 with its old token {token_a}"
@@ -1595,22 +1496,15 @@ impl Story {
         );
     }
 
-    /// SIGCONT (a node may still be paused after an error), SIGTERM, wait, then SIGKILL.
-    async fn stop(&mut self) {
+    /// SIGCONT (a node may still be paused after an error) and SIGTERM to every node, then
+    /// each is waited for (SIGKILL after 5 s).
+    fn stop(&mut self) {
         for node in &self.cluster.nodes {
-            if let Some(pid) = node.pid() {
-                let _ = send_signal(pid, libc::SIGCONT);
-                let _ = send_signal(pid, libc::SIGTERM);
-            }
+            let _ = node.resume();
+            let _ = node.signal(Signal::SIGTERM);
         }
         for node in &mut self.cluster.nodes {
-            if let Some(mut child) = node.child.take()
-                && tokio::time::timeout(Duration::from_secs(5), child.wait())
-                    .await
-                    .is_err()
-            {
-                let _ = child.kill().await;
-            }
+            node.terminate(Duration::from_secs(5));
         }
     }
 }
@@ -1712,18 +1606,5 @@ async fn converged(c: &Cluster, bucket: &str, key: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{bucket}/{key}: {digests:?}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metric_sums_every_labelled_sample() {
-        let text = "# HELP x\nisle_ap_aae_bytes_total 10\nisle_ap_aae_bytes_total{peer=\"2\"} 5\n\
-                    isle_ap_aae_bytes_totally 99\n";
-        assert_eq!(metric_in(text, "isle_ap_aae_bytes_total"), 15.0);
-        assert_eq!(metric_in(text, "missing"), 0.0);
     }
 }

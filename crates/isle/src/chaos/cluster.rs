@@ -13,40 +13,22 @@
 //! overlapping nemeses compose the way `isle_sim::nemesis` defines.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use isle_lab::{Node, NodeSpec, Ports};
 use isle_net::{Direction, FaultAction, FaultRule};
 use isle_sim::nemesis::Effects;
 use isle_types::NodeId;
 use serde_json::json;
-use tokio::process::{Child, Command};
 
-use super::netns::Netns;
+use isle_lab::netns::Netns;
 
 /// The AP bucket every AP operation of the workload uses.
 pub const BUCKET: &str = "siblings";
 /// Replicas per AP key.
 pub const AP_REPLICAS: u64 = 3;
-
-/// One node of the cluster: where it listens and keeps its files.
-#[derive(Debug, Clone)]
-pub struct NodePlan {
-    /// Its id, `1..=n`.
-    pub id: u64,
-    /// Peer (transport) address.
-    pub peer: String,
-    /// HTTP address.
-    pub http: String,
-    /// Data directory (kept across crashes).
-    pub data_dir: PathBuf,
-    /// Log file (appended to across restarts).
-    pub log: PathBuf,
-    /// What runs the node (`ip netns exec NS` in the netns engine).
-    pub prefix: Vec<String>,
-}
 
 /// How links are broken.
 pub enum Fabric {
@@ -56,221 +38,66 @@ pub enum Fabric {
     Netns(Netns),
 }
 
-struct Proc {
-    plan: NodePlan,
-    child: Option<Child>,
-}
-
 /// The running cluster and the faults in force.
 pub struct Cluster {
-    procs: Vec<Proc>,
+    nodes: Vec<Node>,
     fabric: Fabric,
     admin: reqwest::Client,
     applied: Effects,
-    nodes: u64,
 }
 
-/// A tiny seeded generator (splitmix64).
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
-
-/// A port in 20000..30000 nothing listens on, picked pseudo-randomly (below the ephemeral range,
-/// so outgoing connections do not take it before the node binds).
-fn pick_port(rng: &mut Rng, taken: &BTreeSet<u16>) -> anyhow::Result<u16> {
-    for _ in 0..500 {
-        let port = 20_000 + u16::try_from(rng.below(10_000))?;
-        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port found in 20000..30000")
-}
-
-/// Addresses and files of `nodes` nodes under `dir`: free loopback ports, or fixed ports on
-/// each namespace's own address.
-pub fn plan(
-    nodes: u64,
-    dir: &std::path::Path,
-    netns: Option<&Netns>,
-) -> anyhow::Result<Vec<NodePlan>> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut rng = Rng(nanos ^ (u64::from(std::process::id()) << 32));
-    let mut taken = BTreeSet::new();
-    let mut plans = Vec::new();
-    for id in 1..=nodes {
-        let (peer, http, prefix) = match netns {
-            Some(net) => {
-                let ip = Netns::node_ip(id);
-                (
-                    format!("{ip}:7000"),
-                    format!("{ip}:8000"),
-                    net.exec_prefix(id),
-                )
-            }
-            None => {
-                let peer = pick_port(&mut rng, &taken)?;
-                taken.insert(peer);
-                let http = pick_port(&mut rng, &taken)?;
-                taken.insert(http);
-                (
-                    format!("127.0.0.1:{peer}"),
-                    format!("127.0.0.1:{http}"),
-                    Vec::new(),
-                )
-            }
-        };
-        plans.push(NodePlan {
-            id,
-            peer,
-            http,
-            data_dir: dir.join(format!("n{id}")),
-            log: dir.join(format!("n{id}.log")),
-            prefix,
-        });
-    }
-    Ok(plans)
-}
-
-fn spawn(plans: &[NodePlan], node: &NodePlan) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("locating the isle binary")?;
-    std::fs::create_dir_all(&node.data_dir)
-        .with_context(|| format!("creating {}", node.data_dir.display()))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&node.log)
-        .with_context(|| format!("opening {}", node.log.display()))?;
-    let peers: Vec<&str> = plans
-        .iter()
-        .filter(|n| n.id != node.id)
-        .map(|n| n.peer.as_str())
-        .collect();
-    let mut command = match node.prefix.split_first() {
-        Some((program, rest)) => {
-            let mut command = Command::new(program);
-            command.args(rest).arg(exe);
-            command
-        }
-        None => Command::new(exe),
+/// The specs of `nodes` nodes under `dir`: spare loopback ports, or fixed ports on each
+/// namespace's own address; every node seeded with every other, fault injection on, the
+/// workload's AP bucket declared.
+pub fn plan(nodes: u64, dir: &Path, netns: Option<&Netns>) -> anyhow::Result<Vec<NodeSpec>> {
+    let mut specs = match netns {
+        Some(net) => net.specs(dir),
+        None => isle_lab::plan(nodes, dir, Ports::Spare)?,
     };
-    command
-        .arg("node")
-        .args(["--id", &node.id.to_string()])
-        .args(["--listen", &node.peer, "--http", &node.http])
-        .arg("--data-dir")
-        .arg(&node.data_dir)
-        .args(["--bootstrap-expect", &plans.len().to_string()])
-        .arg("--allow-fault-injection")
-        .args([
-            "--ap-bucket",
-            &format!("{BUCKET}=siblings:{}", AP_REPLICAS.min(plans.len() as u64)),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        // Its own process group: a Ctrl-C at the terminal reaches only `isle chaos`, which
-        // then stops the nodes itself.
-        .process_group(0)
-        .kill_on_drop(true);
-    if !peers.is_empty() {
-        command.args(["--peers", &peers.join(",")]);
+    for spec in &mut specs {
+        // The workload speaks HTTP only.
+        spec.grpc = None;
+        spec.resp = None;
+        spec.bootstrap_expect = Some(nodes);
+        spec.fault_injection = true;
+        spec.flags = vec![
+            "--ap-bucket".into(),
+            format!("{BUCKET}=siblings:{}", AP_REPLICAS.min(nodes)),
+        ];
+        // A Ctrl-C at the terminal reaches only `isle chaos`, which then stops the nodes.
+        spec.own_process_group = true;
     }
-    let child = command
-        .spawn()
-        .with_context(|| format!("starting node {}", node.id))?;
-    if let Some(pid) = child.id() {
-        pids().insert(pid);
-    }
-    Ok(child)
-}
-
-/// Kills `child` (a stopped process dies of SIGKILL too) and reaps it.
-async fn reap(mut child: Child) {
-    let pid = child.id();
-    let _ = child.start_kill();
-    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-    if let Some(pid) = pid {
-        pids().remove(&pid);
-    }
-}
-
-/// Pids of every node process this run has started and not yet reaped, for [`kill_all`].
-static PIDS: std::sync::Mutex<BTreeSet<u32>> = std::sync::Mutex::new(BTreeSet::new());
-
-fn pids() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
-    PIDS.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Kills every node process this run started (for Ctrl-C, from another thread than the one
-/// that owns them).
-#[allow(unsafe_code)]
-pub fn kill_all() {
-    for pid in pids().iter() {
-        if let Ok(pid) = i32::try_from(*pid) {
-            // SAFETY: kill(2) on a pid we spawned and have not reaped (so not reused).
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-fn signal(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
-    let pid = child.id().context("the node has already exited")?;
-    let pid = i32::try_from(pid)?;
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(specs)
 }
 
 impl Cluster {
     /// Starts every node.
-    pub fn start(plans: Vec<NodePlan>, fabric: Fabric) -> anyhow::Result<Cluster> {
-        let mut procs = Vec::new();
-        for plan in &plans {
-            procs.push(Proc {
-                plan: plan.clone(),
-                child: Some(spawn(&plans, plan)?),
-            });
+    pub fn start(specs: Vec<NodeSpec>, fabric: Fabric) -> anyhow::Result<Cluster> {
+        let exe = std::env::current_exe().context("locating the isle binary")?;
+        let mut nodes = Vec::new();
+        for spec in specs {
+            nodes.push(Node::start(spec, &exe)?);
         }
         Ok(Cluster {
-            nodes: plans.len() as u64,
-            procs,
+            nodes,
             fabric,
             admin: crate::client::http()?,
             applied: Effects::default(),
         })
     }
 
-    /// The nodes' plans.
-    pub fn plans(&self) -> Vec<NodePlan> {
-        self.procs.iter().map(|p| p.plan.clone()).collect()
+    /// The nodes' specs.
+    pub fn specs(&self) -> Vec<NodeSpec> {
+        self.nodes.iter().map(|n| n.spec().clone()).collect()
+    }
+
+    fn size(&self) -> u64 {
+        self.nodes.len() as u64
     }
 
     /// Nodes running and not paused (they answer HTTP).
     pub fn live(&self) -> Vec<u64> {
-        (1..=self.nodes)
+        (1..=self.size())
             .filter(|id| !self.applied.down.contains(id) && !self.applied.paused.contains(id))
             .collect()
     }
@@ -288,28 +115,20 @@ impl Cluster {
         None
     }
 
-    fn proc(&mut self, id: u64) -> anyhow::Result<&mut Proc> {
-        self.procs
+    fn node(&mut self, id: u64) -> anyhow::Result<&mut Node> {
+        self.nodes
             .iter_mut()
-            .find(|p| p.plan.id == id)
+            .find(|n| n.id() == id)
             .with_context(|| format!("no node {id}"))
     }
 
-    async fn kill(&mut self, id: u64) -> anyhow::Result<()> {
-        let proc = self.proc(id)?;
-        if let Some(child) = proc.child.take() {
-            reap(child).await;
-        }
+    fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        self.node(id)?.kill9();
         Ok(())
     }
 
     fn respawn(&mut self, id: u64) -> anyhow::Result<()> {
-        let plans = self.plans();
-        let proc = self.proc(id)?;
-        if proc.child.is_none() {
-            proc.child = Some(spawn(&plans, &proc.plan)?);
-        }
-        Ok(())
+        Ok(self.node(id)?.start_if_down()?)
     }
 
     /// Waits until node `id` answers HTTP (after a restart), at most `limit`.
@@ -329,10 +148,10 @@ impl Cluster {
     }
 
     fn http(&self, id: u64) -> anyhow::Result<String> {
-        self.procs
+        self.nodes
             .iter()
-            .find(|p| p.plan.id == id)
-            .map(|p| p.plan.http.clone())
+            .find(|n| n.id() == id)
+            .map(|n| n.spec().http.clone())
             .with_context(|| format!("no node {id}"))
     }
 
@@ -349,19 +168,15 @@ impl Cluster {
         };
         // Wake paused nodes first: everything below needs them answering.
         for id in before.paused.difference(&target.paused) {
-            if let Ok(proc) = self.proc(*id)
-                && let Some(child) = &proc.child
-            {
-                note(signal(child, libc::SIGCONT));
-            }
+            note(self.node(*id).and_then(|n| Ok(n.resume()?)));
         }
         // Crashes and restarts.
         let mut started = BTreeSet::new();
         for id in target.down.difference(&before.down) {
-            note(self.kill(*id).await);
+            note(self.kill(*id));
         }
         for id in restart.iter().filter(|id| !target.down.contains(id)) {
-            note(self.kill(*id).await);
+            note(self.kill(*id));
             note(self.respawn(*id));
             started.insert(*id);
         }
@@ -379,11 +194,11 @@ impl Cluster {
             .intersection(&target.paused)
             .copied()
             .collect();
-        let live: Vec<u64> = (1..=self.nodes)
+        let live: Vec<u64> = (1..=self.size())
             .filter(|id| !target.down.contains(id) && !still_paused.contains(id))
             .collect();
         if let Fabric::Netns(net) = &self.fabric {
-            for id in 1..=self.nodes {
+            for id in 1..=self.size() {
                 note(kernel_rules(net, id, target));
             }
         }
@@ -408,11 +223,7 @@ impl Cluster {
         }
         // Pause last, once the node has its rules.
         for id in target.paused.difference(&before.paused) {
-            if let Ok(proc) = self.proc(*id)
-                && let Some(child) = &proc.child
-            {
-                note(signal(child, libc::SIGSTOP));
-            }
+            note(self.node(*id).and_then(|n| Ok(n.pause()?)));
         }
         self.applied = target.clone();
         errors
@@ -421,7 +232,7 @@ impl Cluster {
     /// Node `id`'s fault-layer rules for `effects`.
     async fn set_fault_layer(&self, id: u64, effects: &Effects) -> anyhow::Result<()> {
         let kernel = matches!(self.fabric, Fabric::Netns(_));
-        let rules = fault_rules(effects, id, self.nodes, kernel);
+        let rules = fault_rules(effects, id, self.size(), kernel);
         let http = self.http(id)?;
         crate::client::delete(&self.admin, &http, "/v1/faults")
             .await
@@ -453,7 +264,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut last = String::new();
         while Instant::now() < deadline {
-            for id in (1..=self.nodes).filter(|id| {
+            for id in (1..=self.size()).filter(|id| {
                 *id != about && !self.applied.down.contains(id) && !self.applied.paused.contains(id)
             }) {
                 let http = self.http(id)?;
@@ -468,16 +279,9 @@ impl Cluster {
     }
 
     /// Stops every node and, for the netns engine, deletes the namespaces.
-    pub async fn shutdown(&mut self) -> Vec<String> {
-        for proc in &mut self.procs {
-            if let Some(child) = &mut proc.child {
-                let _ = child.start_kill();
-            }
-        }
-        for proc in &mut self.procs {
-            if let Some(child) = proc.child.take() {
-                reap(child).await;
-            }
+    pub fn shutdown(&mut self) -> Vec<String> {
+        for node in &mut self.nodes {
+            node.kill9();
         }
         match &mut self.fabric {
             Fabric::Netns(net) => net.cleanup(),

@@ -1,5 +1,5 @@
-//! The namespace harness of `isle chaos run --engine netns`: every node in its own Linux network
-//! namespace, joined by veth pairs to a bridge in one more namespace, and a client namespace
+//! The namespace harness (`isle chaos run --engine netns`, `isle demo --netns`, the netns
+//! tests): every node in its own Linux network namespace, joined by veth pairs to a bridge in one more namespace, and a client namespace
 //! for the workload. Nothing is added to the root namespace and no namespace has a default
 //! route, so no packet leaves the bridge. Faults are made by the kernel: an nftables table in a
 //! node's namespace drops (never rejects) what is cut, and drops a random share of what crosses
@@ -12,10 +12,11 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 /// Prefix of every namespace this harness makes.
 const PREFIX: &str = "islc";
@@ -27,7 +28,7 @@ const CLIENT_HOST: u64 = 200;
 const TABLE: &str = "isle_chaos";
 
 /// Runs a command; its stdout if it exits 0, else an error naming it with its stderr.
-pub(crate) fn sh(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+pub fn sh(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
     let (program, rest) = args.split_first().context("an empty command")?;
     let mut child = Command::new(program)
         .args(rest)
@@ -100,17 +101,13 @@ fn isle_alive(pid: u32) -> bool {
 }
 
 /// Kills every process inside `ns` (an orphaned node would keep it alive) and deletes it.
-#[allow(unsafe_code)]
 fn delete_ns(ns: &str) -> anyhow::Result<()> {
     let pids = sh(&["ip", "netns", "pids", ns], None).unwrap_or_default();
     for pid in pids
         .split_whitespace()
         .filter_map(|p| p.parse::<i32>().ok())
     {
-        // SAFETY: kill(2) with a pid read from the kernel's list for our own namespace.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     sh(&["ip", "netns", "del", ns], None).map(|_| ())
 }
@@ -143,7 +140,7 @@ impl Netns {
     /// namespace. On an error, what was made is deleted again.
     pub fn create(nodes: u64) -> anyhow::Result<Netns> {
         for ns in delete_stale()? {
-            eprintln!("chaos: deleted stale namespace {ns} of an earlier run");
+            eprintln!("netns: deleted stale namespace {ns} of an earlier run");
         }
         let mut net = Netns {
             stem: format!("{PREFIX}{}", std::process::id()),
@@ -224,20 +221,32 @@ impl Netns {
 
     /// Moves the calling thread into the client namespace: every socket it opens from now on
     /// is there (the workload's runtime lives on such a thread).
-    #[allow(unsafe_code)]
     pub fn enter_client(&self) -> anyhow::Result<()> {
         let path = format!("/var/run/netns/{}", self.client_ns());
         let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-        // SAFETY: setns(2) on a namespace file we hold open; it affects only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            bail!(
-                "setns into {}: {}",
-                self.client_ns(),
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(())
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("setns into {}", self.client_ns()))
+    }
+
+    /// The nodes' specs: node `id` at its namespace's own address (peer port 7000, HTTP 8000),
+    /// run through `ip netns exec` (which execs in place: the child's pid is the node's), data
+    /// dir `dir/n<id>`, every node seeded with every other.
+    pub fn specs(&self, dir: &std::path::Path) -> Vec<crate::NodeSpec> {
+        let mut specs: Vec<crate::NodeSpec> = (1..=self.nodes)
+            .map(|id| {
+                let ip = Self::node_ip(id);
+                let mut spec = crate::NodeSpec::new(
+                    id,
+                    format!("{ip}:7000"),
+                    format!("{ip}:8000"),
+                    dir.join(format!("n{id}")),
+                );
+                spec.prefix = self.exec_prefix(id);
+                spec
+            })
+            .collect();
+        crate::mesh(&mut specs);
+        specs
     }
 
     /// The command prefix that runs a program in node `id`'s namespace.
@@ -307,7 +316,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         for error in self.cleanup() {
-            eprintln!("chaos: cleanup: {error}");
+            eprintln!("netns: cleanup: {error}");
         }
     }
 }
