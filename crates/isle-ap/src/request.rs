@@ -131,6 +131,18 @@ pub enum ApError {
     Internal(String),
 }
 
+impl ApError {
+    /// Whether the request was refused, may have been applied, or was invalid.
+    pub fn kind(&self) -> isle_types::ErrorKind {
+        use isle_types::ErrorKind::{Invalid, Unknown};
+        match self {
+            // A write may be stored on the replicas that answered (and will spread).
+            ApError::Unavailable { .. } | ApError::Internal(_) => Unknown,
+            ApError::Level(_) | ApError::Apply(_) | ApError::BadRequest(_) => Invalid,
+        }
+    }
+}
+
 /// Checks a bucket, key and value against the limits.
 pub fn validate(bucket: &str, key: &[u8], value_len: usize) -> Result<(), ApError> {
     if bucket.is_empty() || bucket.len() > MAX_BUCKET_BYTES {

@@ -138,19 +138,14 @@ fn failure(status: StatusCode, kind: &str, error: String, fields: Json) -> Failu
 }
 
 fn bad_request(error: impl Into<String>) -> Failure {
-    let error = error.into();
-    failure(
-        StatusCode::BAD_REQUEST,
-        "BadRequest",
-        format!("bad request: {error}"),
-        Json::Null,
-    )
+    Failure::from(ApError::BadRequest(error.into()))
 }
 
 impl From<ApError> for Failure {
     fn from(err: ApError) -> Self {
         let error = err.to_string();
-        match err {
+        let outcome = err.kind();
+        let mut failure = match err {
             ApError::Unavailable {
                 answered,
                 asked,
@@ -202,7 +197,10 @@ impl From<ApError> for Failure {
                 error,
                 Json::Null,
             ),
-        }
+        };
+        // Refused, unknown or invalid: whether the request may have been applied.
+        failure.body.insert("outcome".into(), json!(outcome.name()));
+        failure
     }
 }
 

@@ -109,6 +109,8 @@ pub(crate) fn refusal(err: &CpRequestError) -> Response {
         flatten(tagged, &["kind", "reason"], &mut body);
     }
     body.insert("error".into(), Value::String(err.to_string()));
+    // Refused, unknown or invalid: whether the request may have been applied.
+    body.insert("outcome".into(), Value::String(err.kind().name().into()));
     (status, axum::Json(Value::Object(body))).into_response()
 }
 

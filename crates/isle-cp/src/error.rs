@@ -130,3 +130,31 @@ pub enum CpError {
         last_applied: u64,
     },
 }
+
+impl CpError {
+    /// What the refusal means for the request's effect: the state machine applied nothing.
+    pub fn kind(&self) -> isle_types::ErrorKind {
+        use isle_types::ErrorKind::{Invalid, Refused, Unknown};
+        match self {
+            // The state of the store (or of a lock) refuses it now; another time it may pass.
+            CpError::Compacted { .. }
+            | CpError::FutureRevision { .. }
+            | CpError::LeaseNotFound { .. }
+            | CpError::LeaseExists { .. }
+            | CpError::KeyNotFound
+            | CpError::FencingTokenStale { .. }
+            | CpError::FencingTokenUnknown { .. }
+            | CpError::RequestIdConflict => Refused,
+            // The request itself is wrong.
+            CpError::InvalidTtl { .. }
+            | CpError::KeyTooLarge { .. }
+            | CpError::ValueTooLarge { .. }
+            | CpError::TooManyOps { .. }
+            | CpError::TxnTooDeep { .. }
+            | CpError::EmptyKey
+            | CpError::InvalidRequest { .. } => Invalid,
+            // Not about a client request: if one ever carries these, its fate is not known.
+            CpError::CorruptSnapshot { .. } | CpError::StaleIndex { .. } => Unknown,
+        }
+    }
+}

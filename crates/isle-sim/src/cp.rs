@@ -180,12 +180,7 @@ pub struct CpDone {
 
 /// Whether a CP error leaves a mutation's effect unknown.
 pub fn definite(error: &CpRequestError) -> bool {
-    !matches!(
-        error,
-        CpRequestError::Timeout { .. }
-            | CpRequestError::Indeterminate { .. }
-            | CpRequestError::Internal(_)
-    )
+    error.kind().not_applied()
 }
 
 fn failed(request: &CpRequest, error: &CpRequestError) -> CpDone {

@@ -4,8 +4,10 @@
 //! this one, and it depends on nothing of Isle's.
 
 mod member;
+mod outcome;
 mod time;
 
 pub use member::Identity;
 pub use member::{Member, MemberError, NodeId, ZoneId};
+pub use outcome::ErrorKind;
 pub use time::Millis;

@@ -19,8 +19,8 @@
 //! `summary.txt`, `report.html` ([`report`]) and the nodes' logs. The command fails if any
 //! checker finds a violation or an expectation is missed.
 //!
-//! Outcomes: a CP 503 (`NoQuorum`, `NoLeader`, ...) is a refusal before proposing, so `Fail`;
-//! a CP 504, an AP 503 `Unavailable`, a client timeout or a lost connection are `Indeterminate`;
+//! Outcomes follow the node's own classification (`outcome` in every error body): refused or
+//! invalid is `Fail`; unknown, a client timeout or a lost connection are `Indeterminate`;
 //! a connection refused before anything was sent is `Fail`.
 
 mod cluster;
@@ -48,6 +48,7 @@ use cluster::{AP_REPLICAS, BUCKET, Cluster, Fabric};
 use isle_env::{Random, SeededRandom};
 use isle_lab::NodeSpec;
 use isle_lab::netns;
+use isle_types::ErrorKind;
 
 /// `isle chaos ...`
 #[derive(Subcommand, Debug)]
@@ -372,25 +373,22 @@ fn kind(status: u16, body: &Value) -> String {
         .map_or_else(|| format!("HTTP {status}"), str::to_string)
 }
 
-/// A CP answer that is not 200: 503 and 4xx are refusals before anything was proposed.
-fn cp_failure(reply: &Reply) -> (Outcome, String) {
-    failure(reply, &[503, 400, 409])
-}
-
-/// An AP answer that is not 200: `Unavailable` may have stored the write somewhere.
-fn ap_failure(reply: &Reply) -> (Outcome, String) {
-    failure(reply, &[400, 409, 422])
-}
-
-/// A failed request's outcome: the statuses in `definite` (and a request never sent) are
-/// refusals; any other answer, or a lost connection, leaves the operation's fate unknown.
-fn failure(reply: &Reply, definite: &[u16]) -> (Outcome, String) {
+/// A failed request's outcome, as the node classed it (`outcome`: refused, unknown or
+/// invalid — one taxonomy for both keyspaces): refused and invalid were not applied; any other
+/// answer, or a lost connection, leaves the operation's fate unknown. A request never sent was
+/// not applied.
+fn failure(reply: &Reply) -> (Outcome, String) {
     match reply {
         Answer(status, body) => {
-            let outcome = if definite.contains(status) {
-                Outcome::Fail
-            } else {
+            let applied_maybe = body
+                .get("outcome")
+                .and_then(Value::as_str)
+                .and_then(|name| serde_json::from_value::<ErrorKind>(name.into()).ok())
+                .is_none_or(|kind| !kind.not_applied());
+            let outcome = if applied_maybe {
                 Outcome::Indeterminate
+            } else {
+                Outcome::Fail
             };
             (outcome, kind(*status, body))
         }
@@ -517,7 +515,7 @@ impl ClientTask {
                 match &reply {
                     Answer(200, _) => lab.complete(pending, Outcome::Ok(Ret::Ack), None),
                     _ => {
-                        let (outcome, error) = cp_failure(&reply);
+                        let (outcome, error) = failure(&reply);
                         lab.complete(pending, outcome, Some(error));
                     }
                 }
@@ -543,7 +541,7 @@ impl ClientTask {
                         lab.complete(pending, Outcome::Ok(Ret::Value(value)), None);
                     }
                     _ => {
-                        let (outcome, error) = cp_failure(&reply);
+                        let (outcome, error) = failure(&reply);
                         lab.complete(pending, outcome, Some(error));
                     }
                 }
@@ -597,7 +595,7 @@ impl ClientTask {
                         ),
                     },
                     _ => {
-                        let (outcome, error) = cp_failure(&reply);
+                        let (outcome, error) = failure(&reply);
                         lab.complete(pending, outcome, Some(error));
                     }
                 }
@@ -639,7 +637,7 @@ impl ClientTask {
                         (body.get("context").cloned(), values)
                     }
                     _ => {
-                        let (outcome, error) = ap_failure(&reply);
+                        let (outcome, error) = failure(&reply);
                         lab.complete(pending, outcome, Some(error));
                         (None, BTreeSet::new())
                     }
@@ -758,7 +756,7 @@ impl ClientTask {
             },
             _ => {
                 // Waiting timed out or was cut: the waiter key may still win the lock.
-                let (outcome, error) = cp_failure(&reply);
+                let (outcome, error) = failure(&reply);
                 lab.complete(pending, outcome, Some(error));
                 return;
             }
@@ -789,7 +787,7 @@ impl ClientTask {
             if let Answer(200, _) = reply {
                 lab.complete(pending, Outcome::Ok(Ret::Ack), None);
             } else {
-                let (outcome, error) = cp_failure(&reply);
+                let (outcome, error) = failure(&reply);
                 lab.complete(pending, outcome, Some(error));
                 return;
             }
@@ -813,7 +811,7 @@ impl ClientTask {
         if let Answer(200, _) = reply {
             lab.complete(pending, Outcome::Ok(Ret::Ack), None);
         } else {
-            let (outcome, error) = cp_failure(&reply);
+            let (outcome, error) = failure(&reply);
             lab.complete(pending, outcome, Some(error));
         }
         let _ = call(
@@ -834,7 +832,7 @@ impl ClientTask {
                 Outcome::Ok(Ret::Ack)
             }
             _ => {
-                let (outcome, error) = ap_failure(reply);
+                let (outcome, error) = failure(reply);
                 lab.complete(pending, outcome.clone(), Some(error));
                 outcome
             }
@@ -1267,7 +1265,7 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow
                 lab.complete(pending, Outcome::Ok(Ret::Ack), None);
                 break;
             }
-            let (outcome, error) = ap_failure(&reply);
+            let (outcome, error) = failure(&reply);
             lab.complete(pending, outcome, Some(error));
             if Instant::now() > retry_deadline {
                 break;

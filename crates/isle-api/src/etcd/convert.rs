@@ -13,29 +13,55 @@ use tonic::{Code, Status};
 use super::pb::etcdserverpb as rpc;
 use super::pb::mvccpb;
 
-/// The gRPC status an etcd client expects for a refusal. Where etcd has a fixed message the
-/// client matches on (compaction, future revision, unknown lease), it is used verbatim;
-/// otherwise etcd's message is followed by Isle's sentence saying what to do.
+/// The gRPC status an etcd client expects for a failure: etcd's code and its exact message
+/// (etcd's Go client maps messages to typed errors by exact match, and decides retries on
+/// them), so a client tells a refusal from an unknown outcome as it does with etcd. Isle's own
+/// sentence, saying what happened and what to do, travels beside it in the `isle-detail-bin`
+/// metadata, with `isle-outcome` (refused, unknown or invalid).
 pub fn status(err: &CpRequestError) -> Status {
-    match err {
+    let (code, message) = match err {
         CpRequestError::NoQuorum { .. }
         | CpRequestError::NoLeader { .. }
         | CpRequestError::NotInitialized
-        | CpRequestError::SelfFenced { .. } => {
-            Status::unavailable(format!("etcdserver: no leader (isle: {err})"))
+        | CpRequestError::SelfFenced { .. } => (Code::Unavailable, ETCD_NO_LEADER.to_string()),
+        CpRequestError::UnknownMember { .. } => {
+            (Code::NotFound, "etcdserver: member not found".to_string())
         }
-        CpRequestError::UnknownMember { .. } => Status::not_found(err.to_string()),
-        CpRequestError::Timeout { .. } | CpRequestError::Indeterminate { .. } => {
-            Status::unavailable(format!("etcdserver: request timed out (isle: {err})"))
+        CpRequestError::Timeout { .. } => (Code::Unavailable, ETCD_TIMEOUT.to_string()),
+        // Proposed, then the leader was lost (or lost its quorum) before answering.
+        CpRequestError::Indeterminate { .. } => {
+            (Code::Unavailable, ETCD_TIMEOUT_LEADER_FAIL.to_string())
         }
-        CpRequestError::LockTimeout { .. } => Status::deadline_exceeded(err.to_string()),
-        CpRequestError::Internal(_) => Status::internal(err.to_string()),
+        CpRequestError::LockTimeout { .. } => (
+            Code::DeadlineExceeded,
+            "context deadline exceeded".to_string(),
+        ),
+        CpRequestError::Internal(_) => (Code::Internal, err.to_string()),
         CpRequestError::Rejected(rejected) => rejected_status(rejected),
-    }
+    };
+    let mut status = Status::new(code, message);
+    let metadata = status.metadata_mut();
+    metadata.insert(
+        "isle-outcome",
+        tonic::metadata::MetadataValue::from_static(err.kind().name()),
+    );
+    metadata.insert_bin(
+        "isle-detail-bin",
+        tonic::metadata::MetadataValue::from_bytes(err.to_string().as_bytes()),
+    );
+    status
 }
 
-fn rejected_status(err: &CpError) -> Status {
-    let (code, message) = match err {
+/// etcd's `ErrGRPCNoLeader`.
+const ETCD_NO_LEADER: &str = "etcdserver: no leader";
+/// etcd's `ErrGRPCTimeout`.
+const ETCD_TIMEOUT: &str = "etcdserver: request timed out";
+/// etcd's `ErrGRPCTimeoutDueToLeaderFail`.
+const ETCD_TIMEOUT_LEADER_FAIL: &str =
+    "etcdserver: request timed out, possibly due to previous leader failure";
+
+fn rejected_status(err: &CpError) -> (Code, String) {
+    match err {
         CpError::Compacted { .. } => (
             Code::OutOfRange,
             "etcdserver: mvcc: required revision has been compacted".to_string(),
@@ -62,11 +88,11 @@ fn rejected_status(err: &CpError) -> Status {
         ),
         CpError::TooManyOps { .. } => (
             Code::InvalidArgument,
-            format!("etcdserver: too many operations in txn request (isle: {err})"),
+            "etcdserver: too many operations in txn request".to_string(),
         ),
         CpError::KeyTooLarge { .. } | CpError::ValueTooLarge { .. } => (
             Code::InvalidArgument,
-            format!("etcdserver: request is too large (isle: {err})"),
+            "etcdserver: request is too large".to_string(),
         ),
         CpError::FencingTokenStale { .. } | CpError::FencingTokenUnknown { .. } => {
             (Code::FailedPrecondition, err.to_string())
@@ -78,8 +104,7 @@ fn rejected_status(err: &CpError) -> Status {
         CpError::CorruptSnapshot { .. } | CpError::StaleIndex { .. } => {
             (Code::Internal, err.to_string())
         }
-    };
-    Status::new(code, message)
+    }
 }
 
 /// The state machine's key-value as etcd's.
@@ -385,6 +410,72 @@ pub(crate) fn txn_to_pb(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Code, message and `isle-outcome` an etcd client sees for `err`.
+    fn seen(err: CpRequestError) -> (Code, String, String) {
+        let status = status(&err);
+        let outcome = status
+            .metadata()
+            .get("isle-outcome")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let detail = status
+            .metadata()
+            .get_bin("isle-detail-bin")
+            .and_then(|v| v.to_bytes().ok())
+            .expect("isle-detail-bin");
+        assert_eq!(detail.as_ref(), err.to_string().as_bytes());
+        (status.code(), status.message().to_string(), outcome)
+    }
+
+    #[test]
+    fn failures_carry_etcds_exact_codes_and_messages_and_isles_outcome() {
+        let refused = |message: &str| (Code::Unavailable, message.to_string(), "refused".into());
+        let no_quorum = CpRequestError::NoQuorum {
+            reachable: 1,
+            needed: 2,
+            total: 3,
+            unit: "nodes".into(),
+            leader: Some(1),
+        };
+        assert_eq!(seen(no_quorum), refused("etcdserver: no leader"));
+        let no_leader = CpRequestError::NoLeader { detail: "x".into() };
+        assert_eq!(seen(no_leader), refused("etcdserver: no leader"));
+        assert_eq!(
+            seen(CpRequestError::Timeout { after_ms: 5000 }),
+            (
+                Code::Unavailable,
+                "etcdserver: request timed out".into(),
+                "unknown".into()
+            )
+        );
+        let lost = CpRequestError::Indeterminate {
+            detail: "leader node 1 became unreachable".into(),
+        };
+        assert_eq!(
+            seen(lost),
+            (
+                Code::Unavailable,
+                "etcdserver: request timed out, possibly due to previous leader failure".into(),
+                "unknown".into()
+            )
+        );
+        let too_large = CpRequestError::Rejected(CpError::ValueTooLarge { size: 9, max: 1 });
+        assert_eq!(
+            seen(too_large),
+            (
+                Code::InvalidArgument,
+                "etcdserver: request is too large".into(),
+                "invalid".into()
+            )
+        );
+        let stale = CpRequestError::Rejected(CpError::FencingTokenStale {
+            presented: 1,
+            current: 2,
+        });
+        assert_eq!(seen(stale).2, "refused");
+    }
     use rpc::range_request::{SortOrder, SortTarget};
 
     fn kv(key: &str, create: i64, modified: i64) -> KeyValue {
@@ -487,15 +578,5 @@ mod tests {
         let lease = status(&CpRequestError::Rejected(CpError::LeaseNotFound { id: 3 }));
         assert_eq!(lease.code(), Code::NotFound);
         assert_eq!(lease.message(), "etcdserver: requested lease not found");
-        let quorum = status(&CpRequestError::NoQuorum {
-            reachable: 1,
-            needed: 2,
-            total: 3,
-            unit: "votes".into(),
-            leader: None,
-        });
-        assert_eq!(quorum.code(), Code::Unavailable);
-        assert!(quorum.message().starts_with("etcdserver: no leader"));
-        assert!(quorum.message().contains("no quorum"));
     }
 }

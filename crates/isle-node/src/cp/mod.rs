@@ -190,6 +190,27 @@ pub enum CpRequestError {
     Internal(String),
 }
 
+impl CpRequestError {
+    /// Whether the request was refused, may have been applied, or was invalid: decided here
+    /// once for every API (etcd gRPC, HTTP, the lab's clients).
+    pub fn kind(&self) -> isle_types::ErrorKind {
+        use isle_types::ErrorKind::{Refused, Unknown};
+        match self {
+            CpRequestError::NoQuorum { .. }
+            | CpRequestError::NoLeader { .. }
+            | CpRequestError::NotInitialized
+            | CpRequestError::SelfFenced { .. }
+            | CpRequestError::UnknownMember { .. }
+            // The waiter's key was withdrawn: no lock was granted.
+            | CpRequestError::LockTimeout { .. } => Refused,
+            CpRequestError::Rejected(err) => err.kind(),
+            CpRequestError::Timeout { .. }
+            | CpRequestError::Indeterminate { .. }
+            | CpRequestError::Internal(_) => Unknown,
+        }
+    }
+}
+
 fn leader_hint(leader: Option<u64>) -> String {
     leader
         .map(|id| format!(" (last known leader: node {id})"))
