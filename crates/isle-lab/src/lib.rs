@@ -11,6 +11,12 @@
 //! The API is blocking: each call is short (a signal, a reap after SIGKILL, an HTTP request on
 //! loopback), and tests are synchronous.
 
+pub mod admin;
+pub mod bench;
+pub mod chaos;
+pub mod chaos_sim;
+pub mod demo;
+pub mod local;
 pub mod metrics;
 pub mod netns;
 mod node;

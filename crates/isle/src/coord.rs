@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::client;
+use isle_lab::admin as client;
 
 /// `isle lease ...`
 #[derive(Subcommand, Debug)]

@@ -8,7 +8,7 @@ use isle_net::{Direction, FaultAction, FaultRule};
 use isle_types::NodeId;
 use serde_json::json;
 
-use crate::client;
+use isle_lab::admin as client;
 
 /// `isle fault ...`
 #[derive(Subcommand, Debug)]

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::client;
+use isle_lab::admin as client;
 
 /// Fencing flags shared by writes.
 #[derive(Args, Debug)]

@@ -1,20 +1,15 @@
 //! `isle`: run a node, a local cluster, inspect a cluster, and reason about quorums.
 
 mod ap;
-mod bench;
-mod chaos;
-mod chaos_sim;
-mod client;
 mod coord;
-mod demo;
 mod fault;
 mod kv;
-mod local;
 mod node;
 mod quorum;
 mod status;
 
 use clap::{Parser, Subcommand};
+use isle_lab::{bench, chaos, demo, local};
 
 /// mimalloc, not glibc's malloc: the request paths allocate many small, short-lived buffers on
 /// one thread and free them on another, and glibc's arenas spent about a tenth of a node's CPU

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 
-use crate::client;
+use isle_lab::admin as client;
 
 /// Flags of `isle status`.
 #[derive(Args, Debug)]

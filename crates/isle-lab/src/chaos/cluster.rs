@@ -16,14 +16,14 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::{Node, NodeSpec, Ports};
 use anyhow::{Context, bail};
-use isle_lab::{Node, NodeSpec, Ports};
 use isle_net::{Direction, FaultAction, FaultRule};
 use isle_sim::nemesis::Effects;
 use isle_types::NodeId;
 use serde_json::json;
 
-use isle_lab::netns::Netns;
+use crate::netns::Netns;
 
 /// The AP bucket every AP operation of the workload uses.
 pub const BUCKET: &str = "siblings";
@@ -52,7 +52,7 @@ pub struct Cluster {
 pub fn plan(nodes: u64, dir: &Path, netns: Option<&Netns>) -> anyhow::Result<Vec<NodeSpec>> {
     let mut specs = match netns {
         Some(net) => net.specs(dir),
-        None => isle_lab::plan(nodes, dir, Ports::Spare)?,
+        None => crate::plan(nodes, dir, Ports::Spare)?,
     };
     for spec in &mut specs {
         // The workload speaks HTTP only.
@@ -81,7 +81,7 @@ impl Cluster {
         Ok(Cluster {
             nodes,
             fabric,
-            admin: crate::client::http()?,
+            admin: crate::admin::http()?,
             applied: Effects::default(),
         })
     }
@@ -106,7 +106,7 @@ impl Cluster {
     pub async fn cp_leader(&self) -> Option<u64> {
         for id in self.live() {
             let Ok(http) = self.http(id) else { continue };
-            if let Ok(status) = crate::client::get(&self.admin, &http, "/v1/status").await
+            if let Ok(status) = crate::admin::get(&self.admin, &http, "/v1/status").await
                 && let Some(leader) = status["cp"]["leader"].as_u64()
             {
                 return Some(leader);
@@ -234,11 +234,11 @@ impl Cluster {
         let kernel = matches!(self.fabric, Fabric::Netns(_));
         let rules = fault_rules(effects, id, self.size(), kernel);
         let http = self.http(id)?;
-        crate::client::delete(&self.admin, &http, "/v1/faults")
+        crate::admin::delete(&self.admin, &http, "/v1/faults")
             .await
             .with_context(|| format!("clearing the faults of node {id}"))?;
         if !rules.is_empty() {
-            crate::client::post(&self.admin, &http, "/v1/faults", &json!(rules))
+            crate::admin::post(&self.admin, &http, "/v1/faults", &json!(rules))
                 .await
                 .with_context(|| format!("setting the faults of node {id}"))?;
         }
@@ -247,7 +247,7 @@ impl Cluster {
 
     async fn set_skew(&self, id: u64, skew_ms: i64) -> anyhow::Result<()> {
         let http = self.http(id)?;
-        crate::client::post(
+        crate::admin::post(
             &self.admin,
             &http,
             "/v1/faults/clock",
@@ -268,7 +268,7 @@ impl Cluster {
                 *id != about && !self.applied.down.contains(id) && !self.applied.paused.contains(id)
             }) {
                 let http = self.http(id)?;
-                match crate::client::post(&self.admin, &http, "/v1/cp/members", &change).await {
+                match crate::admin::post(&self.admin, &http, "/v1/cp/members", &change).await {
                     Ok(_) => return Ok(()),
                     Err(err) => last = format!("via node {id}: {err:#}"),
                 }

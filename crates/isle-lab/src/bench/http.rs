@@ -520,7 +520,7 @@ pub(super) async fn run_ap(
         anyhow::bail!("give at least one node with --http");
     };
     if args.discover {
-        for (_, addr) in crate::client::members(&crate::client::http()?, &first).await? {
+        for (_, addr) in crate::admin::members(&crate::admin::http()?, &first).await? {
             if !nodes.contains(&addr) {
                 nodes.push(addr);
             }

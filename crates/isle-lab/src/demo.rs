@@ -15,12 +15,12 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::{Node, NodeSpec, Ports, Signal};
 use anyhow::{Context, bail};
 use clap::Args;
-use isle_lab::{Node, NodeSpec, Ports, Signal};
 use serde_json::{Value, json};
 
-use isle_lab::netns::Netns;
+use crate::netns::Netns;
 
 /// Flags of `isle demo`.
 #[derive(Args, Debug, Clone)]
@@ -86,7 +86,7 @@ fn plan(args: &DemoArgs, dir: &Path, net: Option<&Netns>) -> anyhow::Result<Vec<
     let mut specs = match net {
         // Each namespace has its own loopback and address: the same ports everywhere.
         Some(net) => net.specs(dir),
-        None => isle_lab::plan(5, dir, Ports::Base(args.base_port))?,
+        None => crate::plan(5, dir, Ports::Base(args.base_port))?,
     };
     // The fencing (STONITH) hook a new CP leader runs against the previous one. Here it only
     // records what it would do: the zombie must live on to show that fencing tokens alone keep
@@ -320,7 +320,7 @@ impl Cluster {
                 continue;
             };
             let text = response.text().await.unwrap_or_default();
-            total += isle_lab::metrics::sum(&text, name);
+            total += crate::metrics::sum(&text, name);
         }
         total
     }
@@ -369,7 +369,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !args.netns {
         return tell(args, None).await;
     }
-    isle_lab::netns::preflight()?;
+    crate::netns::preflight()?;
     // Sockets belong to the namespace of the thread that opens them: the story runs on its own
     // thread, moved into the client namespace, with a runtime of its own.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

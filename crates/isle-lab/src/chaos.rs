@@ -44,10 +44,10 @@ use isle_sim::nemesis::{Effects, Nemesis};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::NodeSpec;
+use crate::netns;
 use cluster::{AP_REPLICAS, BUCKET, Cluster, Fabric};
 use isle_env::{Random, SeededRandom};
-use isle_lab::NodeSpec;
-use isle_lab::netns;
 use isle_types::ErrorKind;
 
 /// `isle chaos ...`
@@ -857,7 +857,7 @@ async fn wait_ready(client: &reqwest::Client, plans: &[NodeSpec]) -> anyhow::Res
 
 async fn ready(client: &reqwest::Client, plans: &[NodeSpec]) -> anyhow::Result<()> {
     for node in plans {
-        let status = crate::client::get(client, &node.http, "/v1/status").await?;
+        let status = crate::admin::get(client, &node.http, "/v1/status").await?;
         let reachable: BTreeSet<u64> = status["reachable"]
             .as_array()
             .into_iter()
@@ -872,7 +872,7 @@ async fn ready(client: &reqwest::Client, plans: &[NodeSpec]) -> anyhow::Result<(
         }
     }
     for node in plans {
-        crate::client::get(client, &node.http, "/v1/cp/get?key=chaos-ready").await?;
+        crate::admin::get(client, &node.http, "/v1/cp/get?key=chaos-ready").await?;
     }
     Ok(())
 }
@@ -1040,7 +1040,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
 /// Stops every node this run started and deletes its namespaces, then fails.
 fn interrupted(engine: EngineKind) -> anyhow::Result<()> {
     eprintln!("chaos: interrupted; stopping the nodes");
-    isle_lab::kill_all();
+    crate::kill_all();
     if engine == EngineKind::Netns {
         for error in netns::delete_own() {
             eprintln!("chaos: cleanup: {error}");
@@ -1090,7 +1090,7 @@ enum Event {
 
 /// Runs the workload and nemesis, heals, checks. Ok(true) if something was violated.
 async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow::Result<bool> {
-    let admin = crate::client::http()?;
+    let admin = crate::admin::http()?;
     let plans = cluster.specs();
     let name = scenario.name.as_deref().unwrap_or("unnamed");
     println!(

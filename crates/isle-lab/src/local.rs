@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::{Node, NodeSpec, Ports, Signal, Stopped};
 use anyhow::Context;
 use clap::Args;
-use isle_lab::{Node, NodeSpec, Ports, Signal, Stopped};
 
 /// Flags of `isle local`.
 #[derive(Args, Debug)]
@@ -33,7 +33,7 @@ pub struct LocalArgs {
 
 /// The nodes' specs: fixed ports from `--base-port`, data dirs and logs under `--dir`.
 fn specs(args: &LocalArgs) -> anyhow::Result<Vec<NodeSpec>> {
-    let mut specs = isle_lab::plan(args.nodes, &args.dir, Ports::Base(args.base_port))?;
+    let mut specs = crate::plan(args.nodes, &args.dir, Ports::Base(args.base_port))?;
     let dir = std::fs::canonicalize(&args.dir).unwrap_or(args.dir.clone());
     for spec in &mut specs {
         spec.bootstrap_expect = Some(args.nodes);
