@@ -11,7 +11,8 @@ use isle_api::etcd::pb::etcdserverpb::{
 };
 use tonic::transport::{Channel, Endpoint};
 
-use super::{BenchOp, Driver, PREFILL_CONCURRENCY, Rng, Tally, join_tallies, key};
+use super::{BenchOp, Driver, PREFILL_CONCURRENCY, Tally, client_rng, join_tallies, key};
+use isle_env::Random;
 
 /// A CP bench operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -172,7 +173,7 @@ impl Driver for Grpc {
                 let mut kv = self.client(client);
                 let shape = self.shape.clone();
                 tokio::spawn(async move {
-                    let mut rng = Rng::new(client as u64);
+                    let mut rng = client_rng(client as u64);
                     let mut tally = Tally::default();
                     while Instant::now() < until {
                         let key = key(rng.below(shape.keys)).into_bytes();

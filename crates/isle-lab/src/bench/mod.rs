@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use isle_env::SeededRandom;
 use serde_json::{Value, json};
 
 /// `isle bench ...`
@@ -630,34 +631,10 @@ fn show_ratio(ratio: Option<f64>) -> String {
     ratio.map_or_else(|| "-".to_string(), |r| format!("x{r:.2}"))
 }
 
-/// A small seeded generator per client (xorshift64*): no shared RNG, no lock, and the same
-/// key sequence on both systems.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    /// A generator for client `client` (any seed gives a non-zero state).
-    pub fn new(client: u64) -> Rng {
-        // splitmix64 of the seed: neighbouring clients get unrelated sequences.
-        let mut z = client.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        Rng(z | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (`n` > 0), by multiply-shift.
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
+/// Client `client`'s generator: seeded by its number, so both systems see the same key
+/// sequence, and no generator is shared between clients.
+pub(crate) fn client_rng(client: u64) -> SeededRandom {
+    SeededRandom::new(client)
 }
 
 /// The name of key `index`.
@@ -701,6 +678,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use isle_env::Random;
 
     #[test]
     fn percentiles_of_sorted_samples() {
@@ -716,7 +694,7 @@ mod tests {
     #[test]
     fn keys_stay_in_range_and_cover_it() {
         for keys in [1, 2, 3, 100, 10_000] {
-            let mut rng = Rng::new(keys);
+            let mut rng = client_rng(keys);
             let mut seen = std::collections::BTreeSet::new();
             for _ in 0..20_000 {
                 let index = rng.below(keys);
@@ -730,7 +708,7 @@ mod tests {
         assert_eq!(key(42), "bench/00000042");
         assert_eq!(key(12_345_678), "bench/12345678");
         // Clients draw different sequences.
-        assert_ne!(Rng::new(0).next_u64(), Rng::new(1).next_u64());
+        assert_ne!(client_rng(0).next_u64(), client_rng(1).next_u64());
     }
 
     fn stats(ops_per_s: f64, p50_ms: f64, p99_ms: f64) -> Stats {

@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{BenchOp, Driver, PREFILL_CONCURRENCY, Rng, Tally, join_tallies, key};
+use super::{BenchOp, Driver, PREFILL_CONCURRENCY, Tally, client_rng, join_tallies, key};
+use isle_env::{Random, SeededRandom};
 
 /// Distinct members SADD picks from, so sets stay small.
 const SET_MEMBERS: u64 = 100;
@@ -243,7 +244,7 @@ pub(super) struct Shape {
 
 impl Shape {
     /// The command `op` sends, with its key and member drawn from `rng`.
-    fn command(&self, op: ApOp, rng: &mut Rng) -> Vec<u8> {
+    fn command(&self, op: ApOp, rng: &mut SeededRandom) -> Vec<u8> {
         let index = rng.below(self.keys);
         match op {
             ApOp::Set => command([b"SET".as_slice(), key(index).as_bytes(), &self.value]),
@@ -382,7 +383,7 @@ impl Driver for Resp {
                 let endpoints = self.endpoints.clone();
                 tokio::spawn(async move {
                     let mut connection = Some(connection);
-                    let mut rng = Rng::new(client as u64);
+                    let mut rng = client_rng(client as u64);
                     let mut tally = Tally::default();
                     let mut batch = Vec::new();
                     while Instant::now() < until {
@@ -510,7 +511,7 @@ mod tests {
             pipeline: 1,
             setup: Vec::new(),
         };
-        let mut rng = Rng::new(3);
+        let mut rng = client_rng(3);
         for op in [ApOp::Set, ApOp::Get, ApOp::Incr, ApOp::Sadd] {
             for _ in 0..100 {
                 let bytes = shape.command(op, &mut rng);
