@@ -203,3 +203,58 @@ fn the_shipped_binary_turns_on_no_isle_feature() {
         "the isle binary is built with Isle features beyond default: {extra:#?}"
     );
 }
+
+/// The crate map's layers, bottom to top (ARCHITECTURE.md): a crate depends only on crates in
+/// lower layers, so no dependency runs back up.
+const LAYERS: [&[&str]; 7] = [
+    &["isle-types"],
+    &[
+        "isle-env",
+        "isle-quorum",
+        "isle-detect",
+        "isle-crdt",
+        "isle-chaos",
+        "isle-cp",
+    ],
+    &["isle-storage", "isle-net", "isle-ap"],
+    &["isle-node"],
+    &["isle-api", "isle-sim"],
+    &["isle-lab"],
+    &["isle"],
+];
+
+#[test]
+fn no_crate_depends_on_one_in_its_own_or_a_higher_layer() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(workspace())
+        .output()
+        .expect("run cargo metadata");
+    assert!(output.status.success(), "cargo metadata failed");
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata JSON");
+    let layer = |name: &str| LAYERS.iter().position(|layer| layer.contains(&name));
+    let mut violations = Vec::new();
+    for package in metadata["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().expect("package name");
+        let Some(own) = layer(name) else {
+            violations.push(format!(
+                "{name} is in no layer: add it to LAYERS and the crate map"
+            ));
+            continue;
+        };
+        for dependency in package["dependencies"].as_array().expect("dependencies") {
+            let is_normal = dependency["kind"].is_null();
+            let target = dependency["name"].as_str().expect("dependency name");
+            if let Some(theirs) = layer(target)
+                && is_normal
+                && theirs >= own
+            {
+                violations.push(format!(
+                    "{name} (layer {own}) depends on {target} (layer {theirs})"
+                ));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "layering broken: {violations:#?}");
+}
