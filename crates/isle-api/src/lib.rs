@@ -106,15 +106,12 @@ fn fault_error(err: FaultError) -> Response {
 }
 
 async fn status(State(node): State<NodeHandle>) -> Response {
-    let snapshot = node.status.borrow().clone();
-    let mut body = serde_json::to_value(snapshot.as_ref()).unwrap_or_else(|_| json!({}));
-    if let serde_json::Value::Object(map) = &mut body {
-        let cp = serde_json::to_value(node.cp.raft_status()).unwrap_or_default();
-        map.insert("cp".into(), cp);
-        let ap = serde_json::to_value(node.ap.status()).unwrap_or_default();
-        map.insert("ap".into(), ap);
-    }
-    axum::Json(body).into_response()
+    let report = isle_node::StatusReport {
+        node: node.status.borrow().as_ref().clone(),
+        cp: node.cp.raft_status(),
+        ap: node.ap.status(),
+    };
+    axum::Json(report).into_response()
 }
 
 /// This node's own copy of an AP key, without coordination or repair: for checking

@@ -86,7 +86,7 @@ impl Default for StateConfig {
 }
 
 /// One state change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
     /// The state left.
     pub from: State,
@@ -108,7 +108,7 @@ pub struct Observation {
 }
 
 /// One partition episode: detected, then (maybe) healed, then (maybe) recovered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionRecord {
     /// When Normal (or Reconciling) turned into PartitionDetected.
     pub detected_at: Millis,

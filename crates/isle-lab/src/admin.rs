@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use isle_node::StatusReport;
 use serde_json::Value;
 
 /// A client with short timeouts: an unreachable node must not hang the CLI.
@@ -80,18 +81,23 @@ pub async fn delete(client: &reqwest::Client, addr: &str, path: &str) -> anyhow:
     answer(response, &what).await
 }
 
+/// `GET /v1/status`: the node's typed status report.
+pub async fn status(client: &reqwest::Client, addr: &str) -> anyhow::Result<StatusReport> {
+    let answer = get(client, addr, "/v1/status").await?;
+    serde_json::from_value(answer)
+        .with_context(|| format!("GET /v1/status on {addr}: not a status report"))
+}
+
 /// Every member's HTTP address as the node at `addr` knows them: (id, http address).
 pub async fn members(client: &reqwest::Client, addr: &str) -> anyhow::Result<Vec<(u64, String)>> {
-    let status = get(client, addr, "/v1/status").await?;
-    let mut members = vec![(
-        status["node"].as_u64().context("status without node id")?,
-        status["http_addr"].as_str().unwrap_or(addr).to_string(),
-    )];
-    for peer in status["peers"].as_array().into_iter().flatten() {
-        if let (Some(id), Some(http)) = (peer["id"].as_u64(), peer["http_addr"].as_str()) {
-            members.push((id, http.to_string()));
-        }
-    }
+    let status = status(client, addr).await?.node;
+    let mut members = vec![(status.node.0, status.http_addr)];
+    members.extend(
+        status
+            .peers
+            .into_iter()
+            .map(|peer| (peer.id.0, peer.http_addr)),
+    );
     members.sort();
     Ok(members)
 }

@@ -857,13 +857,8 @@ async fn wait_ready(client: &reqwest::Client, plans: &[NodeSpec]) -> anyhow::Res
 
 async fn ready(client: &reqwest::Client, plans: &[NodeSpec]) -> anyhow::Result<()> {
     for node in plans {
-        let status = crate::admin::get(client, &node.http, "/v1/status").await?;
-        let reachable: BTreeSet<u64> = status["reachable"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_u64)
-            .collect();
+        let status = crate::admin::status(client, &node.http).await?;
+        let reachable: BTreeSet<u64> = status.node.reachable.iter().map(|id| id.0).collect();
         if let Some(missing) = plans
             .iter()
             .find(|other| other.id != node.id && !reachable.contains(&other.id))

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use crate::{Node, NodeSpec, Ports, Signal};
 use anyhow::{Context, bail};
 use clap::Args;
+use isle_detect::State;
+use isle_node::StatusReport;
 use serde_json::{Value, json};
 
 use crate::netns::Netns;
@@ -302,13 +304,13 @@ impl Cluster {
             .await
     }
 
-    async fn status(&self, id: u64) -> Result<Value, String> {
+    async fn status(&self, id: u64) -> Result<StatusReport, String> {
         let answer = self.get(id, "/v1/status").await;
-        if answer.ok() {
-            Ok(answer.body)
-        } else {
-            Err(format!("node {id}: {}", answer.describe()))
+        if !answer.ok() {
+            return Err(format!("node {id}: {}", answer.describe()));
         }
+        serde_json::from_value(answer.body)
+            .map_err(|err| format!("node {id}: not a status report: {err}"))
     }
 
     /// The sum over `ids` of every sample of metric `name` (any labels) in `/metrics`.
@@ -557,8 +559,8 @@ impl Story {
                 for id in 1..=5 {
                     let status = c.status(id).await?;
                     let heard = reachable(&status);
-                    if heard.len() < 4 || status["state"] != "Normal" {
-                        return Err(format!("node {id} hears {heard:?}, {}", status["state"]));
+                    if heard.len() < 4 || status.node.state != State::Normal {
+                        return Err(format!("node {id} hears {heard:?}, {}", status.node.state));
                     }
                 }
                 Ok(())
@@ -570,7 +572,7 @@ impl Story {
             })
             .await?;
         let status = self.cluster.status(4).await.map_err(anyhow::Error::msg)?;
-        let quorum = status["quorum_reason"].as_str().unwrap_or("?").to_string();
+        let quorum = status.node.quorum_reason;
         self.out.say(format!(
             "  all five nodes up and hearing each other after {}; state Normal everywhere",
             secs(took)
@@ -715,13 +717,13 @@ impl Story {
                 let Ok(status) = c.status(id).await else {
                     continue;
                 };
-                let state = status["state"].as_str().unwrap_or("").to_string();
-                if state != "Normal" {
+                let state = status.node.state;
+                if state != State::Normal {
                     noticed.entry(id).or_insert_with(|| cut_at.elapsed());
                 }
-                if state == "Degraded" || state == "Emergency" {
-                    let reason = status["quorum_reason"].as_str().unwrap_or("").to_string();
-                    settled.insert(id, (cut_at.elapsed(), state, reason));
+                if matches!(state, State::Degraded | State::Emergency) {
+                    let reason = status.node.quorum_reason;
+                    settled.insert(id, (cut_at.elapsed(), state.to_string(), reason));
                 }
             }
             if settled.len() == 5 {
@@ -881,7 +883,7 @@ impl Story {
         let mut hints = BTreeMap::new();
         for id in 1..=5u64 {
             if let Ok(status) = self.cluster.status(id).await {
-                hints.insert(id, status["ap"]["hints_pending"].as_u64().unwrap_or(0));
+                hints.insert(id, status.ap.hints_pending);
             }
         }
         let total: u64 = hints.values().sum();
@@ -940,7 +942,7 @@ impl Story {
                 .status(leader)
                 .await
                 .map_err(anyhow::Error::msg)?;
-            status["cp"]["commit_index"].as_u64().unwrap_or(0)
+            status.cp.commit_index.unwrap_or(0)
         };
         let healed_at = Instant::now();
         for id in all {
@@ -984,7 +986,7 @@ impl Story {
                 let mut value = String::new();
                 for id in WEST {
                     let status = c.status(id).await?;
-                    let applied = status["cp"]["applied_index"].as_u64().unwrap_or(0);
+                    let applied = status.cp.applied_index.unwrap_or(0);
                     if applied < leader_commit {
                         return Err(format!("node {id} applied {applied} < {leader_commit}"));
                     }
@@ -1023,9 +1025,7 @@ impl Story {
             .wait("every hint to be handed off", async |c: &Cluster| {
                 let mut pending = 0;
                 for id in 1..=5 {
-                    pending += c.status(id).await?["ap"]["hints_pending"]
-                        .as_u64()
-                        .unwrap_or(0);
+                    pending += c.status(id).await?.ap.hints_pending;
                 }
                 if pending == 0 {
                     Ok(())
@@ -1065,8 +1065,8 @@ impl Story {
             .wait("every node back to Normal", async |c: &Cluster| {
                 for id in 1..=5 {
                     let status = c.status(id).await?;
-                    if status["state"] != "Normal" {
-                        return Err(format!("node {id}: {}", status["state"]));
+                    if status.node.state != State::Normal {
+                        return Err(format!("node {id}: {}", status.node.state));
                     }
                 }
                 Ok(())
@@ -1319,14 +1319,9 @@ impl Story {
             .cluster
             .status(new_leader)
             .await
-            .map(|s| s["cp"]["fences"].clone())
-            .unwrap_or(Value::Null);
-        let record = fences
-            .as_array()
-            .into_iter()
-            .flatten()
-            .rfind(|f| f["target"] == json!(leader))
-            .cloned();
+            .map(|s| s.cp.fences)
+            .unwrap_or_default();
+        let record = fences.iter().rfind(|f| f.target == leader).cloned();
         let hook_said = std::fs::read_to_string(self.dir.join("stonith.log"))
             .unwrap_or_default()
             .lines()
@@ -1337,11 +1332,11 @@ impl Story {
             Some(r) => self.out.say(format!(
                 "  fencing hook: node {new_leader} ran it against node {leader} on taking \
                  office (term {}): {} in {} ms; it wrote: {hook_said}",
-                r["term"], r["outcome"], r["took_ms"]
+                r.term, r.outcome, r.took_ms
             )),
             None => self.out.say(format!(
                 "  fencing hook: node {new_leader} has no record of fencing node {leader} \
-                 ({fences})"
+                 ({fences:?})"
             )),
         }
         self.out.event(
@@ -1424,7 +1419,7 @@ impl Story {
             match &record {
                 Some(r) => format!(
                     "node {new_leader} fenced node {leader}: {} in {} ms (recorded, not killed)",
-                    r["outcome"], r["took_ms"]
+                    r.outcome, r.took_ms
                 ),
                 None => "no fence record".to_string(),
             },
@@ -1512,13 +1507,8 @@ impl Story {
 // ---------------------------------------------------------------------------------------------
 // Reading answers.
 
-fn reachable(status: &Value) -> BTreeSet<u64> {
-    status["reachable"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .collect()
+fn reachable(status: &StatusReport) -> BTreeSet<u64> {
+    status.node.reachable.iter().map(|id| id.0).collect()
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -1569,8 +1559,9 @@ async fn agreed_leader(
     let mut named = BTreeSet::new();
     for id in among {
         let status = c.status(*id).await?;
-        let leader = status["cp"]["leader"]
-            .as_u64()
+        let leader = status
+            .cp
+            .leader
             .ok_or_else(|| format!("node {id} knows no leader"))?;
         named.insert(leader);
     }
@@ -1580,12 +1571,14 @@ async fn agreed_leader(
     if Some(leader) == not || !among.contains(&leader) {
         return Err(format!("leader {leader} is not one of {among:?}"));
     }
-    let cp = c.status(leader).await?["cp"].clone();
-    let term = cp["term"].as_u64().unwrap_or(0);
-    if cp["role"] != "leader" || term <= after_term {
-        return Err(format!("node {leader} is named leader but says {cp}"));
+    let cp = c.status(leader).await?.cp;
+    if cp.role != "leader" || cp.term <= after_term {
+        return Err(format!(
+            "node {leader} is named leader but says role {}, term {}",
+            cp.role, cp.term
+        ));
     }
-    Ok((leader, term))
+    Ok((leader, cp.term))
 }
 
 /// Ok once exactly three nodes hold a copy of the key and all copies are equal.

@@ -19,4 +19,4 @@ pub mod status;
 
 pub use config::{ConfigError, DetectionConfig, NodeConfig};
 pub use node::{Env, NodeError, NodeHandle, start, start_with};
-pub use status::{PeerStatus, Status};
+pub use status::{PeerStatus, Status, StatusReport};

@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use isle_detect::{Partition, PartitionRecord, State, Transition};
 use isle_quorum::Verdict;
 use isle_types::{NodeId, ZoneId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One node's view of itself and the cluster.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// This node.
     pub node: NodeId,
@@ -49,7 +49,7 @@ pub struct Status {
 }
 
 /// One peer as this node sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// Peer id.
     pub id: NodeId,
@@ -73,4 +73,17 @@ pub struct PeerStatus {
     pub incarnation: u64,
     /// Whom it hears, as last gossiped.
     pub sees: Option<BTreeSet<NodeId>>,
+}
+
+/// `/v1/status` as served and as read: the node's view, its Raft side and its AP side. The one
+/// contract the server, the CLI, the lab and the tests share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The node's view of itself and the cluster.
+    #[serde(flatten)]
+    pub node: Status,
+    /// The CP keyspace's Raft side.
+    pub cp: crate::cp::RaftStatus,
+    /// The AP keyspace.
+    pub ap: crate::ap::ApStatus,
 }

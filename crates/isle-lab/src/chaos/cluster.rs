@@ -106,8 +106,8 @@ impl Cluster {
     pub async fn cp_leader(&self) -> Option<u64> {
         for id in self.live() {
             let Ok(http) = self.http(id) else { continue };
-            if let Ok(status) = crate::admin::get(&self.admin, &http, "/v1/status").await
-                && let Some(leader) = status["cp"]["leader"].as_u64()
+            if let Ok(status) = crate::admin::status(&self.admin, &http).await
+                && let Some(leader) = status.cp.leader
             {
                 return Some(leader);
             }

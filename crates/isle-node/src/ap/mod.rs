@@ -913,7 +913,7 @@ impl Ap {
 }
 
 /// What `/v1/status` shows of the AP keyspace.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApStatus {
     /// Buckets served.
     pub buckets: Vec<BucketInfo>,

@@ -242,7 +242,7 @@ pub struct ReadOutcome {
 }
 
 /// The Raft side of `/v1/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RaftStatus {
     /// follower, candidate, leader, learner.
     pub role: String,
