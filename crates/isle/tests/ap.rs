@@ -349,8 +349,10 @@ fn both_sides_of_a_split_write_and_every_replica_converges_after_healing() {
     let mut delivered = 0.0;
     for id in all {
         let text = common::metrics(&cluster.http(id)).unwrap_or_default();
-        repaired += common::metric(&text, "isle_ap_aae_keys_repaired_total").unwrap_or(0.0);
-        delivered += common::metric(&text, "isle_ap_hints_delivered_total").unwrap_or(0.0);
+        repaired +=
+            isle_lab::metrics::first(&text, "isle_ap_aae_keys_repaired_total").unwrap_or(0.0);
+        delivered +=
+            isle_lab::metrics::first(&text, "isle_ap_hints_delivered_total").unwrap_or(0.0);
     }
     println!("hints delivered: {delivered}, keys repaired by anti-entropy: {repaired}");
     assert!(
@@ -510,7 +512,7 @@ fn tombstones_are_dropped_only_once_every_replica_holds_them() {
 
     let reaped: f64 = (1..=3)
         .map(|id| {
-            common::metric(
+            isle_lab::metrics::first(
                 &common::metrics(&cluster.http(id)).unwrap_or_default(),
                 "isle_ap_tombstones_reaped_total",
             )
@@ -566,7 +568,7 @@ fn buckets_keep_their_own_replica_counts_and_their_trees_agree() {
     for id in 1..=3 {
         let text = common::metrics(&cluster.http(id)).unwrap_or_default();
         assert_eq!(
-            common::metric(&text, "isle_ap_aae_in_sync"),
+            isle_lab::metrics::first(&text, "isle_ap_aae_in_sync"),
             Some(1.0),
             "node {id}"
         );

@@ -5,9 +5,13 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use common::{LocalCluster, add_faults, heal, reachable_of, split, state_of, status, wait_for};
+use isle_lab::{Node, NodeSpec, spare_port};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 /// Generous limits: CI is a loaded 2-core box. The measured times are printed.
@@ -113,14 +117,15 @@ fn split_three_two_then_heal() {
             "node {id}: {path:?}"
         );
         let text = common::metrics(&cluster.http(id)).expect("metrics");
-        let duration =
-            common::metric(&text, "isle_last_partition_duration_seconds").expect("duration");
-        let recovery = common::metric(&text, "isle_last_recovery_seconds").expect("recovery");
+        let duration = isle_lab::metrics::first(&text, "isle_last_partition_duration_seconds")
+            .expect("duration");
+        let recovery =
+            isle_lab::metrics::first(&text, "isle_last_recovery_seconds").expect("recovery");
         assert!(
             duration > 0.0 && recovery > 0.0,
             "node {id}: {duration} {recovery}"
         );
-        let detected = common::metric(&text, "isle_partitions_detected_total");
+        let detected = isle_lab::metrics::first(&text, "isle_partitions_detected_total");
         assert_eq!(
             detected,
             Some(1.0),
@@ -189,11 +194,7 @@ fn partial_one_way_and_corrupt_links_are_told_apart() {
         &json!({"kind": "asymmetric", "one_way": [[2, 1]]}),
     );
     let text = common::metrics(&cluster.http(1)).expect("metrics");
-    let corrupt: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("isle_net_frames_corrupt_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let corrupt = isle_lab::metrics::sum(&text, "isle_net_frames_corrupt_total");
     assert!(corrupt > 0.0, "corrupt frames not counted:\n{text}");
     heal(&cluster, 3);
     wait_all_normal(&cluster, 3, START_LIMIT);
@@ -228,8 +229,7 @@ fn killed_node_is_marked_unreachable_and_rejoins_as_the_same_member() {
     let s = status(&cluster.http(1)).expect("status");
     assert_eq!(s["quorum"]["held"], json!(true), "2 of 3 still hold quorum");
 
-    let spec = cluster.nodes[2].spec.clone();
-    cluster.nodes[2] = spec.spawn();
+    cluster.nodes[2].restart().expect("start node 3 again");
     let took = wait_all_normal(&cluster, 3, START_LIMIT);
     println!("node 3 rejoined; all Normal after {took:?}");
     let after = status(&cluster.http(3)).expect("status");
@@ -250,20 +250,29 @@ fn killed_node_is_marked_unreachable_and_rejoins_as_the_same_member() {
     assert_eq!(seen[0]["incarnation"], json!(2));
 }
 
+/// One node on spare ports with no peers, fault injection allowed or not; returns once it
+/// serves HTTP.
+fn single_node(dir: &Path, fault_injection: bool) -> Node {
+    let peer = spare_port();
+    let http = std::iter::repeat_with(spare_port)
+        .find(|port| *port != peer)
+        .expect("a second spare port");
+    let address = |port: u16| format!("127.0.0.1:{port}");
+    let mut spec = NodeSpec::new(1, address(peer), address(http), dir.join("n1"));
+    spec.fault_injection = fault_injection;
+    spec.env = vec![("ISLE_LOG".into(), "info".into())];
+    let mut node = Node::start(spec, Path::new(common::isle_bin())).expect("start node 1");
+    if let Err(why) = node.wait_serving(START_LIMIT) {
+        panic!("node up: {why}");
+    }
+    node
+}
+
 #[test]
 fn faults_are_refused_unless_allowed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = common::NodeSpec {
-        id: 1,
-        peer: format!("127.0.0.1:{}", common::free_port()),
-        http: format!("127.0.0.1:{}", common::free_port()),
-        data_dir: dir.path().join("n1"),
-        peers: Vec::new(),
-        extra: Vec::new(),
-        prefix: Vec::new(),
-    };
-    let _node = spec.spawn();
-    wait_for("node up", START_LIMIT, || status(&spec.http));
+    let node = single_node(dir.path(), false);
+    let spec = node.spec();
     let rule = json!({"peer": 2, "direction": "both", "action": "drop"});
     let (code, body) = common::http("POST", &spec.http, "/v1/faults", Some(&rule)).expect("post");
     assert_eq!(code, 403, "{body}");
@@ -281,17 +290,8 @@ fn faults_are_refused_unless_allowed() {
 #[test]
 fn a_running_nodes_wall_clock_can_be_skewed_when_allowed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = common::NodeSpec {
-        id: 1,
-        peer: format!("127.0.0.1:{}", common::free_port()),
-        http: format!("127.0.0.1:{}", common::free_port()),
-        data_dir: dir.path().join("n1"),
-        peers: Vec::new(),
-        extra: vec!["--allow-fault-injection".into()],
-        prefix: Vec::new(),
-    };
-    let _node = spec.spawn();
-    wait_for("node up", START_LIMIT, || status(&spec.http));
+    let node = single_node(dir.path(), true);
+    let spec = node.spec();
     let (code, body) = common::http("GET", &spec.http, "/v1/faults/clock", None).expect("get");
     assert_eq!(code, 200, "{body}");
     assert_eq!(
@@ -344,12 +344,9 @@ fn isle_local_starts_a_cluster_and_stops_it_on_ctrl_c() {
         Ok(())
     });
     println!("isle local: 3 nodes Normal after {took:?}");
-    let pid = local.id().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
+    // Ctrl-C: SIGINT to `isle local` alone, which then stops its nodes.
+    let pid = i32::try_from(local.id()).expect("a pid fits in i32");
+    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT isle local");
     let output = local.wait_with_output().expect("wait for isle local");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{LocalCluster, cp_get, cp_leader, cp_put, cp_value, metric, metrics, wait_for};
+use common::{LocalCluster, cp_get, cp_leader, cp_put, cp_value, metrics, wait_for};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -54,9 +54,12 @@ fn kill9_of_every_node_under_load_loses_no_acknowledged_write() {
     // node (a flush covers one or more batches; votes add a few).
     for id in 1..=3 {
         let text = metrics(&cluster.http(id)).expect("metrics");
-        let fsyncs = metric(&text, "isle_cp_log_fsyncs_total").expect("fsync counter");
-        let batches = metric(&text, "isle_cp_log_append_batches_total").expect("batch counter");
-        let entries = metric(&text, "isle_cp_log_entries_total").expect("entry counter");
+        let fsyncs =
+            isle_lab::metrics::first(&text, "isle_cp_log_fsyncs_total").expect("fsync counter");
+        let batches = isle_lab::metrics::first(&text, "isle_cp_log_append_batches_total")
+            .expect("batch counter");
+        let entries =
+            isle_lab::metrics::first(&text, "isle_cp_log_entries_total").expect("entry counter");
         assert!(batches > 0.0 && entries >= batches, "node {id}: {text}");
         assert!(
             fsyncs <= batches + 5.0,

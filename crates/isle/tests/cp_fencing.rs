@@ -6,21 +6,22 @@
 //! - **membership** grows 3 → 5 and shrinks back to 3 under a steady write load without losing
 //!   an acknowledged write.
 //!
-//! The nodes are spawned here (not through `common::LocalCluster`) because the zombie test needs
-//! each process's pid for `kill -STOP` / `kill -CONT`. Every wait is a condition with a deadline;
-//! measured times are printed, never asserted. Dropping a [`Nodes`] resumes and kills every
-//! child, and prints the node logs first if the test is panicking.
+//! The nodes are started here by the lab (not through `common::LocalCluster`): the membership
+//! test adds nodes 4 and 5 to a running cluster, seeded with node 1 only, and the zombie test
+//! pauses (SIGSTOP) and resumes (SIGCONT) the leader's process. Every wait is a condition with a
+//! deadline; measured times are printed, never asserted. Dropping a [`Nodes`] kills every node,
+//! and prints the node logs first if the test is panicking.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{free_port, status, wait_for};
+use common::{status, wait_for};
+use isle_lab::{Node, NodeSpec, spare_port};
 use serde_json::{Value, json};
 
 /// Generous limits: CI is a loaded 2-core box running debug builds.
@@ -35,49 +36,9 @@ const CP_CLIENT_TIMEOUT: Duration = Duration::from_secs(12);
 // ---------------------------------------------------------------------------------------------
 // Node processes.
 
-/// One node process spawned by this file.
-struct Node {
-    peer: String,
-    http: String,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("node process").id()
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = signal("CONT", child.id());
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `kill -SIG pid` (the workspace denies `unsafe`, so no `libc::kill`).
-fn signal(name: &str, pid: u32) -> Result<(), String> {
-    let outcome = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("kill -{name} {pid}: {e}"))?;
-    if outcome.success() {
-        Ok(())
-    } else {
-        Err(format!("kill -{name} {pid}: {outcome}"))
-    }
-}
-
 /// The node processes of one test, by id, and the temp dir holding their data dirs and logs.
-/// Dropped: every child is resumed (SIGCONT) and killed (SIGKILL); on a panic the logs are
-/// printed first.
+/// Dropped: every node is killed (SIGKILL, which ends a paused process too); on a panic the
+/// logs are printed first.
 struct Nodes {
     nodes: BTreeMap<u64, Node>,
     dir: tempfile::TempDir,
@@ -86,49 +47,36 @@ struct Nodes {
 impl Drop for Nodes {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- node logs ----\n{}", self.logs(150));
+            eprintln!(
+                "---- node logs ----\n{}",
+                common::logs_tail(self.dir.path(), 150)
+            );
         }
         for node in self.nodes.values_mut() {
-            node.kill();
+            node.kill9();
         }
     }
 }
 
-/// Spawns `isle node`, logging to `log`.
-fn spawn_node(
-    id: u64,
-    peer: &str,
-    http: &str,
-    data_dir: &Path,
-    peers: &[String],
-    extra: &[&str],
-    log: &Path,
-) -> Child {
-    std::fs::create_dir_all(data_dir).expect("create data dir");
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("open log");
-    Command::new(env!("CARGO_BIN_EXE_isle"))
-        .arg("node")
-        .args(["--id", &id.to_string(), "--listen", peer, "--http", http])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--peers", &peers.join(",")])
-        .args(extra)
-        .env("ISLE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("clone log"))
-        .stderr(log_file)
-        .spawn()
-        .expect("spawn isle node")
+/// How one node of this file runs: at `peer` and `http`, no etcd gRPC or RESP, no fault
+/// injection, logging at `ISLE_LOG=info`.
+fn node_spec(id: u64, peer: String, http: String, data_dir: PathBuf) -> NodeSpec {
+    let mut spec = NodeSpec::new(id, peer, http, data_dir);
+    spec.env = vec![("ISLE_LOG".into(), "info".into())];
+    spec
 }
 
-/// A loopback address on a port the OS picked, distinct from every one in `taken`.
+/// Starts `spec` with the `isle` binary of this test run.
+fn start_node(spec: NodeSpec) -> Node {
+    let id = spec.id;
+    Node::start(spec, Path::new(common::isle_bin()))
+        .unwrap_or_else(|e| panic!("starting node {id}: {e}"))
+}
+
+/// A loopback address on a spare port, distinct from every one in `taken`.
 fn fresh_addr(taken: &mut BTreeSet<u16>) -> String {
     loop {
-        let port = free_port();
+        let port = spare_port();
         if taken.insert(port) {
             return format!("127.0.0.1:{port}");
         }
@@ -144,41 +92,23 @@ impl Nodes {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut taken = BTreeSet::new();
-            let peers: Vec<String> = (0..n).map(|_| fresh_addr(&mut taken)).collect();
-            let expect = n.to_string();
+            let mut specs: Vec<NodeSpec> = (1..=n)
+                .map(|id| {
+                    let peer = fresh_addr(&mut taken);
+                    let http = fresh_addr(&mut taken);
+                    let mut spec = node_spec(id, peer, http, dir.path().join(format!("n{id}")));
+                    spec.bootstrap_expect = Some(n);
+                    spec
+                })
+                .collect();
+            isle_lab::mesh(&mut specs);
             let mut nodes = Nodes {
-                nodes: BTreeMap::new(),
+                nodes: specs
+                    .into_iter()
+                    .map(|spec| (spec.id, start_node(spec)))
+                    .collect(),
                 dir,
             };
-            for id in 1..=n {
-                let index = (id - 1) as usize;
-                let http = fresh_addr(&mut taken);
-                let data_dir = nodes.dir.path().join(format!("n{id}"));
-                let log = nodes.dir.path().join(format!("n{id}.log"));
-                let others: Vec<String> = peers
-                    .iter()
-                    .filter(|p| **p != peers[index])
-                    .cloned()
-                    .collect();
-                let child = spawn_node(
-                    id,
-                    &peers[index],
-                    &http,
-                    &data_dir,
-                    &others,
-                    &["--bootstrap-expect", &expect],
-                    &log,
-                );
-                nodes.nodes.insert(
-                    id,
-                    Node {
-                        peer: peers[index].clone(),
-                        http,
-                        log,
-                        child: Some(child),
-                    },
-                );
-            }
             match (1..=n).try_for_each(|id| nodes.wait_serving(id)) {
                 Ok(()) => return nodes,
                 Err(why) => {
@@ -193,38 +123,22 @@ impl Nodes {
     /// Starts node `id` with no bootstrap flag, seeded with node 1 only (it joins the running
     /// cluster); returns once it serves HTTP, retrying on new ports if it cannot bind.
     fn join(&mut self, id: u64) {
-        let seed = self.nodes[&1].peer.clone();
+        let seed = self.nodes[&1].spec().peer.clone();
         let mut failures = Vec::new();
         for attempt in 0..5 {
             let mut taken: BTreeSet<u16> = self
                 .nodes
                 .values()
-                .flat_map(|n| [&n.peer, &n.http])
+                .flat_map(|n| [&n.spec().peer, &n.spec().http])
                 .filter_map(|a| a.rsplit(':').next()?.parse().ok())
                 .collect();
             let peer = fresh_addr(&mut taken);
             let http = fresh_addr(&mut taken);
             let data_dir = self.dir.path().join(format!("n{id}-{attempt}"));
-            let log = self.dir.path().join(format!("n{id}-{attempt}.log"));
-            let child = spawn_node(
-                id,
-                &peer,
-                &http,
-                &data_dir,
-                std::slice::from_ref(&seed),
-                &[],
-                &log,
-            );
-            if let Some(mut old) = self.nodes.insert(
-                id,
-                Node {
-                    peer,
-                    http,
-                    log,
-                    child: Some(child),
-                },
-            ) {
-                old.kill();
+            let mut spec = node_spec(id, peer, http, data_dir);
+            spec.peers = vec![seed.clone()];
+            if let Some(mut old) = self.nodes.insert(id, start_node(spec)) {
+                old.kill9();
             }
             match self.wait_serving(id) {
                 Ok(()) => return,
@@ -239,63 +153,37 @@ impl Nodes {
 
     /// Waits until node `id` runs and serves its own `/v1/status`.
     fn wait_serving(&mut self, id: u64) -> Result<(), String> {
-        let start = Instant::now();
-        loop {
-            let node = self.nodes.get_mut(&id).expect("node");
-            if !node.running() {
-                let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                return Err(format!("node {id} exited: {tail:?}"));
-            }
-            if let Ok(s) = status(&node.http) {
-                return if s["node"] == json!(id) {
-                    Ok(())
-                } else {
-                    Err(format!("{} serves node {}", node.http, s["node"]))
-                };
-            }
-            if start.elapsed() > START_LIMIT {
-                return Err(format!("node {id} not serving after {START_LIMIT:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.node_mut(id)
+            .wait_serving(START_LIMIT)
+            .map_err(|e| e.to_string())
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
     }
 
     fn http(&self, id: u64) -> String {
-        self.nodes[&id].http.clone()
+        self.node(id).spec().http.clone()
     }
 
     fn pid(&self, id: u64) -> u32 {
-        self.nodes[&id].pid()
+        self.node(id)
+            .pid()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
     }
 
     fn kill(&mut self, id: u64) {
         if let Some(node) = self.nodes.get_mut(&id) {
-            node.kill();
+            node.kill9();
         }
-    }
-
-    /// The last `lines` lines of every node log.
-    fn logs(&self, lines: usize) -> String {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        paths.sort();
-        let mut out = String::new();
-        for path in paths {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-            out.push_str(&format!("==> {} <==\n", path.display()));
-            for line in tail.into_iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
     }
 }
 
@@ -525,7 +413,7 @@ fn zombie_leader_holding_a_lock_cannot_write_after_a_new_holder_is_granted() {
         cp["role"] == "leader" && cp["term"] == json!(term),
         "node {leader} no longer leads term {term} before the pause: {cp}"
     );
-    signal("STOP", nodes.pid(leader)).expect("SIGSTOP the leader");
+    nodes.node(leader).pause().expect("SIGSTOP the leader");
     let paused_at = timeline.mark(format!(
         "SIGSTOP leader {leader} (pid {})",
         nodes.pid(leader)
@@ -605,7 +493,7 @@ fn zombie_leader_holding_a_lock_cannot_write_after_a_new_holder_is_granted() {
     );
 
     // Resume the zombie; client A, unaware, writes through it with its old token at once.
-    signal("CONT", nodes.pid(leader)).expect("SIGCONT the old leader");
+    nodes.node(leader).resume().expect("SIGCONT the old leader");
     let resumed_at = timeline.mark(format!(
         "SIGCONT node {leader} ({:?} after B's grant)",
         timeline.start.elapsed() - granted_at

@@ -4,9 +4,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{LocalCluster, cp_get, cp_leader, cp_put, cp_value, wait_for};
+use isle_lab::Node;
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -70,7 +72,7 @@ fn survivor_recovers_the_group_after_a_permanent_loss_of_quorum() {
 
     // Offline recovery on the survivor.
     cluster.kill9(survivor);
-    let data_dir = cluster.nodes[(survivor - 1) as usize].spec.data_dir.clone();
+    let data_dir = cluster.node(survivor).spec().data_dir.clone();
     let refused = std::process::Command::new(common::isle_bin())
         .arg("recover")
         .arg("--data-dir")
@@ -110,11 +112,12 @@ fn survivor_recovers_the_group_after_a_permanent_loss_of_quorum() {
 
     // A lost node comes back wiped and rejoins through membership.
     let rejoining = lost[0];
-    let mut spec = cluster.nodes[(rejoining - 1) as usize].spec.clone();
+    let mut spec = cluster.node(rejoining).spec().clone();
     std::fs::remove_dir_all(&spec.data_dir).expect("wipe the lost node's data dir");
-    spec.extra
+    spec.flags
         .retain(|flag| flag != "--bootstrap-expect" && flag != "3");
-    cluster.nodes[(rejoining - 1) as usize] = spec.spawn();
+    cluster.nodes[(rejoining - 1) as usize] =
+        Node::start(spec, Path::new(common::isle_bin())).expect("start the wiped node");
     cluster
         .wait_serving(rejoining, LIMIT)
         .expect("rejoining node serves");
@@ -193,13 +196,7 @@ fn a_follower_far_behind_catches_up_from_a_snapshot() {
     assert_eq!(code, 200, "{answer}");
     let answer: Value = serde_json::from_str(&answer).expect("json");
     assert_eq!(answer["count"], 301, "every key on the caught-up follower");
-    let log = std::fs::read_to_string(
-        cluster.nodes[(behind - 1) as usize]
-            .spec
-            .data_dir
-            .with_extension("log"),
-    )
-    .unwrap_or_default();
+    let log = std::fs::read_to_string(&cluster.node(behind).spec().log).unwrap_or_default();
     // openraft logs each snapshot it installs; the log entries the follower missed were
     // purged on the leader, so nothing but a snapshot could have brought it up to date.
     assert!(
@@ -231,8 +228,7 @@ fn a_node_left_without_quorum_fences_itself_and_exits() {
         }
     });
     println!("node 3 exited {took:?} after losing its quorum (detection ~1 s + 1.5 s limit)");
-    let log = std::fs::read_to_string(cluster.nodes[2].spec.data_dir.with_extension("log"))
-        .unwrap_or_default();
+    let log = std::fs::read_to_string(&cluster.node(3).spec().log).unwrap_or_default();
     assert!(
         log.contains("fenced itself"),
         "node 3 exited for another reason:\n{log}"

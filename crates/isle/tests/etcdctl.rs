@@ -13,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{LocalCluster, NodeSpec, free_port, wait_for};
+use common::{LocalCluster, wait_for};
+use isle_lab::spare_port;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 fn installed(program: &str) -> bool {
     Command::new(program)
@@ -130,11 +133,10 @@ impl Drop for Background {
     }
 }
 
-/// SIGTERM through the `kill` command (the workspace forbids `unsafe`).
-fn terminate(pid: u32) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
+/// SIGTERM to a process this test started.
+fn terminate(pid: u32) -> Result<(), String> {
+    let raw = i32::try_from(pid).map_err(|e| format!("pid {pid}: {e}"))?;
+    kill(Pid::from_raw(raw), Signal::SIGTERM).map_err(|e| format!("SIGTERM {pid}: {e}"))
 }
 
 /// Replaces what legitimately differs between two servers: lease ids (and the lock/election
@@ -301,46 +303,25 @@ fn script(endpoints: &str) -> Vec<(String, String)> {
     steps
 }
 
-/// A 3-node Isle cluster serving gRPC; returns it and the comma-separated gRPC endpoints.
+/// A 3-node Isle cluster serving gRPC (no RESP, no fault injection); returns it and the
+/// comma-separated gRPC endpoints.
 fn isle_cluster() -> (LocalCluster, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let peers: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let grpc: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let nodes = (1..=3u64)
-        .map(|id| {
-            let index = (id - 1) as usize;
-            NodeSpec {
-                id,
-                peer: peers[index].clone(),
-                http: format!("127.0.0.1:{}", free_port()),
-                data_dir: dir.path().join(format!("n{id}")),
-                peers: peers
-                    .iter()
-                    .filter(|p| **p != peers[index])
-                    .cloned()
-                    .collect(),
-                extra: vec![
-                    "--bootstrap-expect".into(),
-                    "3".into(),
-                    "--grpc".into(),
-                    grpc[index].clone(),
-                ],
-                prefix: Vec::new(),
-            }
-            .spawn()
-        })
-        .collect();
-    (LocalCluster { nodes, dir }, grpc.join(","))
+    let cluster = LocalCluster::start_planned(3, |spec| {
+        spec.bootstrap_expect = Some(3);
+        spec.resp = None;
+    });
+    let endpoints: Vec<String> = (1..=3).map(|id| cluster.grpc(id)).collect();
+    (cluster, endpoints.join(","))
 }
 
 /// A single-node etcd on loopback ports in `dir`; returns it and its client endpoint.
 fn etcd_server(dir: &Path) -> (Background, String) {
-    let client = format!("127.0.0.1:{}", free_port());
-    let peer = format!("http://127.0.0.1:{}", free_port());
+    let client_port = spare_port();
+    let peer_port = std::iter::repeat_with(spare_port)
+        .find(|port| *port != client_port)
+        .expect("a second spare port");
+    let client = format!("127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
     let child = Command::new("etcd")
         .args(["--name", "default", "--data-dir"])
         .arg(dir.join("etcd"))

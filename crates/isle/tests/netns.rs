@@ -14,10 +14,14 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{NodeProc, NodeSpec, reachable_of, state_of};
+use common::{reachable_of, state_of};
+use isle_lab::{Node, NodeSpec};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 /// Generous limits: CI is a loaded 2-core box. The measured times are printed.
@@ -155,8 +159,11 @@ fn delete_stale_namespaces(own_run: u64) {
         if run_of(&ns).is_some_and(|run| stale.contains(&run)) {
             // Processes left in it (an orphaned node) would keep it alive; stop them by pid.
             let pids = run_ok(&["ip", "netns", "pids", &ns], None).unwrap_or_default();
-            for pid in pids.split_whitespace() {
-                let _ = run_raw(&["kill", "-9", pid], None);
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
             eprintln!("deleting stale namespace {ns} from an earlier run");
             let _ = run_raw(&["ip", "netns", "del", &ns], None);
@@ -171,7 +178,7 @@ struct Net {
     /// Namespaces created, in creation order.
     made: Vec<String>,
     /// The running nodes, index i holding node id i+1.
-    nodes: Vec<NodeProc>,
+    nodes: Vec<Node>,
     /// Third octet of the 10.213.x.0/24 test subnet.
     subnet: u32,
     /// Data dirs and node logs.
@@ -269,19 +276,22 @@ impl Net {
     /// Starts every node in its namespace, seeded with all the others, without fault injection.
     fn start_nodes(&mut self) {
         for id in 1..=NODES {
-            let spec = NodeSpec {
+            let mut spec = NodeSpec::new(
                 id,
-                peer: format!("{}:{PEER_PORT}", self.node_ip(id)),
-                http: self.http(id),
-                data_dir: self.dir.path().join(format!("n{id}")),
-                peers: (1..=NODES)
-                    .filter(|o| *o != id)
-                    .map(|o| format!("{}:{PEER_PORT}", self.node_ip(o)))
-                    .collect(),
-                extra: vec!["--bootstrap-expect".into(), NODES.to_string()],
-                prefix: vec!["ip".into(), "netns".into(), "exec".into(), self.node_ns(id)],
-            };
-            self.nodes.push(spec.spawn());
+                format!("{}:{PEER_PORT}", self.node_ip(id)),
+                self.http(id),
+                self.dir.path().join(format!("n{id}")),
+            );
+            spec.peers = (1..=NODES)
+                .filter(|o| *o != id)
+                .map(|o| format!("{}:{PEER_PORT}", self.node_ip(o)))
+                .collect();
+            spec.bootstrap_expect = Some(NODES);
+            spec.env = vec![("ISLE_LOG".into(), "info".into())];
+            spec.prefix = vec!["ip".into(), "netns".into(), "exec".into(), self.node_ns(id)];
+            let node = Node::start(spec, Path::new(common::isle_bin()))
+                .unwrap_or_else(|e| panic!("starting node {id}: {e}"));
+            self.nodes.push(node);
         }
     }
 
@@ -664,9 +674,9 @@ fn scenario(net: &mut Net) {
             "node {id} did not go through Reconciling to Normal: {path:?}"
         );
         let text = net.get(id, "/metrics").unwrap_or_else(|e| panic!("{e}"));
-        let duration = common::metric(&text, "isle_last_partition_duration_seconds")
+        let duration = isle_lab::metrics::first(&text, "isle_last_partition_duration_seconds")
             .unwrap_or_else(|| panic!("node {id}: no isle_last_partition_duration_seconds"));
-        let recovery = common::metric(&text, "isle_last_recovery_seconds")
+        let recovery = isle_lab::metrics::first(&text, "isle_last_recovery_seconds")
             .unwrap_or_else(|| panic!("node {id}: no isle_last_recovery_seconds"));
         assert!(
             duration > 0.0 && recovery > 0.0,

@@ -88,12 +88,12 @@ fn every_tcp_socket_of_a_node_has_nodelay() {
     let cluster = LocalCluster::start_with(3, &["--bootstrap-expect", "3"]);
     let _logs = cluster.logs_on_panic();
     wait_for("a CP leader", LIMIT, || cp_leader(&cluster, &[1, 2, 3]));
-    let pid = cluster.nodes[0].pid().expect("node 1 runs");
+    let pid = cluster.node(1).pid().expect("node 1 runs");
     let listeners = [
         ("HTTP", cluster.http(1)),
         ("etcd gRPC", cluster.grpc(1)),
         ("RESP", cluster.resp(1)),
-        ("peer transport", cluster.nodes[0].spec.peer.clone()),
+        ("peer transport", cluster.node(1).spec().peer.clone()),
     ];
     // One client connection to each listener, kept open while the node's sockets are read.
     let clients: Vec<(&str, u16, TcpStream)> = listeners
@@ -123,7 +123,7 @@ fn every_tcp_socket_of_a_node_has_nodelay() {
     .0;
     // Dialled sockets too: node 1's connections out to its peers' transports.
     let peer_ports: Vec<u16> = (2..=3)
-        .map(|id| port(&cluster.nodes[id - 1].spec.peer))
+        .map(|id| port(&cluster.node(id).spec().peer))
         .collect();
     assert!(
         sockets.iter().any(|s| peer_ports.contains(&s.peer.port())),

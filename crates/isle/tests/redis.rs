@@ -13,7 +13,8 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{LocalCluster, free_port, wait_for};
+use common::{LocalCluster, wait_for};
+use isle_lab::spare_port;
 
 fn installed(program: &str) -> bool {
     Command::new(program)
@@ -353,7 +354,7 @@ fn redis_server() -> Option<RedisServer> {
         eprintln!("redis-server not installed: the script runs against Isle only");
         return None;
     }
-    let port = free_port();
+    let port = spare_port();
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--databases", "2"])

@@ -2,9 +2,9 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use isle_lab::{Node, NodeSpec, Ports};
 use serde_json::Value;
 
 /// The `isle` binary built for this test run.
@@ -12,191 +12,19 @@ pub fn isle_bin() -> &'static str {
     env!("CARGO_BIN_EXE_isle")
 }
 
-/// A port nothing listens on right now (the OS picks it).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// The data dir and launch specs of an `n`-node loopback cluster, every node seeded with
-/// every other and serving Redis clients (`--resp`, see [`LocalCluster::resp`]) and etcd
-/// clients (`--grpc`, see [`LocalCluster::grpc`]), ports from `port`.
-fn cluster_specs(
-    n: u64,
-    extra: &[&str],
-    mut port: impl FnMut() -> u16,
-) -> (tempfile::TempDir, Vec<NodeSpec>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let peers: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", port())).collect();
-    let specs: Vec<NodeSpec> = (1..=n)
-        .map(|id| {
-            let index = (id - 1) as usize;
-            let resp = format!("127.0.0.1:{}", port());
-            let grpc = format!("127.0.0.1:{}", port());
-            NodeSpec {
-                id,
-                peer: peers[index].clone(),
-                http: format!("127.0.0.1:{}", port()),
-                data_dir: dir.path().join(format!("n{id}")),
-                peers: peers
-                    .iter()
-                    .filter(|p| **p != peers[index])
-                    .cloned()
-                    .collect(),
-                extra: ["--allow-fault-injection", "--resp", &resp, "--grpc", &grpc]
-                    .into_iter()
-                    .chain(extra.iter().copied())
-                    .map(String::from)
-                    .collect(),
-                prefix: Vec::new(),
-            }
-        })
-        .collect();
-    (dir, specs)
-}
-
-/// A free port in 10000..30000, below the kernel's ephemeral range, so that no outgoing
-/// connection (of this or any other test) can take it between now and the node's bind, or
-/// while the node is down for a restart. Picked pseudo-randomly, so parallel test processes
-/// rarely collide; falls back to [`free_port`].
-pub fn spare_port() -> u16 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let ephemeral_low: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768);
-    // 30_000 and up is where `cluster.rs` runs `isle local` on fixed ports.
-    const LOW: u64 = 10_000;
-    let high = ephemeral_low.min(30_000);
-    if high < LOW + 1_000 {
-        return free_port();
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut state = nanos ^ (u64::from(std::process::id()) << 32);
-    state ^= CALLS
-        .fetch_add(1, Ordering::Relaxed)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    for _ in 0..200 {
-        // splitmix64
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let port = (LOW + z % (high - LOW)) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    free_port()
-}
-
-/// How to launch one node.
-#[derive(Debug, Clone)]
-pub struct NodeSpec {
-    /// Node id.
-    pub id: u64,
-    /// Peer transport address.
-    pub peer: String,
-    /// HTTP address.
-    pub http: String,
-    /// Data dir.
-    pub data_dir: PathBuf,
-    /// Seed peers.
-    pub peers: Vec<String>,
-    /// Extra flags.
-    pub extra: Vec<String>,
-    /// Command prefix, e.g. `ip netns exec NS` (empty to run directly).
-    pub prefix: Vec<String>,
-}
-
-/// A running node process; killed (SIGKILL) when dropped.
-pub struct NodeProc {
-    /// How it was started.
-    pub spec: NodeSpec,
-    child: Option<Child>,
-}
-
-impl NodeSpec {
-    /// Starts the process, logging to `<data_dir>.log`.
-    pub fn spawn(&self) -> NodeProc {
-        std::fs::create_dir_all(&self.data_dir).expect("create data dir");
-        let log_path = self.data_dir.with_extension("log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("log");
-        let mut command = match self.prefix.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(isle_bin());
-                c
-            }
-            None => Command::new(isle_bin()),
-        };
-        command
-            .arg("node")
-            .args([
-                "--id",
-                &self.id.to_string(),
-                "--listen",
-                &self.peer,
-                "--http",
-                &self.http,
-            ])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--peers", &self.peers.join(",")])
-            .args(&self.extra)
-            .env("ISLE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log clone"))
-            .stderr(log);
-        let child = command.spawn().expect("spawn isle node");
-        NodeProc {
-            spec: self.clone(),
-            child: Some(child),
-        }
-    }
-}
-
-impl NodeProc {
-    /// kill -9, and reap.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// The process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A cluster of node processes on loopback with ports picked by the OS.
+/// A cluster of node processes on loopback, started by the lab ([`isle_lab`]) on spare ports.
 pub struct LocalCluster {
     /// The nodes, index i holding node id i+1.
-    pub nodes: Vec<NodeProc>,
+    pub nodes: Vec<Node>,
     /// Holds every data dir and log.
     pub dir: tempfile::TempDir,
 }
+
+/// How many times a cluster start that lost a port race is tried on new ports.
+const START_ATTEMPTS: usize = 5;
+
+/// How long a node may take to serve HTTP after it is started.
+const SERVING_LIMIT: Duration = Duration::from_secs(30);
 
 impl LocalCluster {
     /// Starts `n` nodes with fault injection allowed, every node seeded with every other;
@@ -207,26 +35,38 @@ impl LocalCluster {
         Self::start_with(n, &[])
     }
 
-    /// As [`LocalCluster::start`], with `extra` flags for every node (after
-    /// `--allow-fault-injection`), e.g. `["--bootstrap-expect", "3"]`; returns once every node
-    /// serves HTTP. Ports come from below the kernel's ephemeral range (see [`spare_port`]), and
-    /// a start that loses a port race (a node exits: address in use) is retried on new ports.
+    /// As [`LocalCluster::start`], with `extra` flags for every node, e.g.
+    /// `["--bootstrap-expect", "3"]`; returns once every node serves HTTP.
     pub fn start_with(n: u64, extra: &[&str]) -> LocalCluster {
-        const ATTEMPTS: usize = 5;
+        Self::start_planned(n, |spec| {
+            spec.fault_injection = true;
+            spec.flags.extend(extra.iter().map(|flag| flag.to_string()));
+        })
+    }
+
+    /// Starts the `n` nodes [`isle_lab::plan`] lays out on spare ports (every node seeded with
+    /// every other, serving HTTP, etcd gRPC and RESP, logging at `ISLE_LOG=info`), each spec
+    /// changed by `adjust` first; returns once every node serves HTTP. Spare ports come from
+    /// below the kernel's ephemeral range (see [`isle_lab::spare_port`]), and a start that loses a port
+    /// race (a node exits: address in use) is retried on new ports.
+    pub fn start_planned(n: u64, adjust: impl Fn(&mut NodeSpec)) -> LocalCluster {
         let mut failures = Vec::new();
-        for _ in 0..ATTEMPTS {
-            let mut taken = std::collections::BTreeSet::new();
-            let distinct = || loop {
-                let port = spare_port();
-                if taken.insert(port) {
-                    return port;
-                }
-            };
-            let (dir, specs) = cluster_specs(n, extra, distinct);
-            let nodes = specs.iter().map(NodeSpec::spawn).collect();
+        for _ in 0..START_ATTEMPTS {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let specs = isle_lab::plan(n, dir.path(), Ports::Spare).expect("plan a cluster");
+            let mut nodes = Vec::new();
+            for mut spec in specs {
+                spec.env = vec![("ISLE_LOG".into(), "info".into())];
+                adjust(&mut spec);
+                let id = spec.id;
+                nodes.push(
+                    Node::start(spec, Path::new(isle_bin()))
+                        .unwrap_or_else(|e| panic!("starting node {id}: {e}")),
+                );
+            }
             let mut cluster = LocalCluster { nodes, dir };
             let serving: Result<Vec<()>, String> = (1..=n)
-                .map(|id| cluster.wait_serving(id, Duration::from_secs(30)))
+                .map(|id| cluster.wait_serving(id, SERVING_LIMIT))
                 .collect();
             match serving {
                 Ok(_) => return cluster,
@@ -236,60 +76,48 @@ impl LocalCluster {
                 }
             }
         }
-        panic!("could not start a {n}-node cluster in {ATTEMPTS} attempts: {failures:#?}");
+        panic!("could not start a {n}-node cluster in {START_ATTEMPTS} attempts: {failures:#?}");
     }
 
     /// Waits until node `id` runs and serves its own `/v1/status`; `Err` (with the end of its
     /// log) if the process exits first or `limit` passes.
     pub fn wait_serving(&mut self, id: u64, limit: Duration) -> Result<(), String> {
-        let start = Instant::now();
-        let node = &mut self.nodes[(id - 1) as usize];
-        loop {
-            if !node.running() {
-                let log = std::fs::read_to_string(node.spec.data_dir.with_extension("log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                return Err(format!("node {id} exited: {tail:?}"));
-            }
-            if let Ok(s) = status(&node.spec.http) {
-                if s["node"] == serde_json::json!(id) {
-                    return Ok(());
-                }
-                return Err(format!(
-                    "{} serves another node: {}",
-                    node.spec.http, s["node"]
-                ));
-            }
-            if start.elapsed() > limit {
-                return Err(format!("node {id} not serving after {limit:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.node_mut(id)
+            .wait_serving(limit)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Node `id`.
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// Node `id`, to drive.
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
     }
 
     /// HTTP address of node `id`.
     pub fn http(&self, id: u64) -> String {
-        self.nodes[(id - 1) as usize].spec.http.clone()
+        self.node(id).spec().http.clone()
     }
 
-    /// RESP (Redis) address of node `id`: the `--resp` flag it was started with.
+    /// RESP (Redis) address of node `id`.
     pub fn resp(&self, id: u64) -> String {
-        self.flag(id, "--resp")
+        self.node(id)
+            .spec()
+            .resp
+            .clone()
+            .unwrap_or_else(|| panic!("node {id} serves no RESP"))
     }
 
-    /// etcd v3 gRPC address of node `id`: the `--grpc` flag it was started with.
+    /// etcd v3 gRPC address of node `id`.
     pub fn grpc(&self, id: u64) -> String {
-        self.flag(id, "--grpc")
-    }
-
-    /// The value of `flag` among node `id`'s extra flags.
-    fn flag(&self, id: u64, flag: &str) -> String {
-        let extra = &self.nodes[(id - 1) as usize].spec.extra;
-        let at = extra
-            .iter()
-            .position(|f| f == flag)
-            .unwrap_or_else(|| panic!("node {id} was started without {flag}"));
-        extra[at + 1].clone()
+        self.node(id)
+            .spec()
+            .grpc
+            .clone()
+            .unwrap_or_else(|| panic!("node {id} serves no etcd gRPC"))
     }
 
     /// Every node's log, for failure messages.
@@ -299,25 +127,27 @@ impl LocalCluster {
 
     /// kill -9 node `id` (and reap it); its data dir stays.
     pub fn kill9(&mut self, id: u64) {
-        self.nodes[(id - 1) as usize].kill9();
+        self.node_mut(id).kill9();
     }
 
     /// Starts node `id` again on its data dir and ports (kill -9 first if it still runs);
     /// returns once it serves HTTP, panics (with its log) if it cannot start.
     pub fn restart(&mut self, id: u64) {
-        let node = &mut self.nodes[(id - 1) as usize];
-        node.kill9();
-        let spec = node.spec.clone();
-        *node = spec.spawn();
-        if let Err(why) = self.wait_serving(id, Duration::from_secs(30)) {
+        let restarted = self
+            .node_mut(id)
+            .restart()
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.wait_serving(id, SERVING_LIMIT));
+        if let Err(why) = restarted {
             panic!("restarting node {id}: {why}\n{}", self.logs());
         }
     }
 
     /// Ids of the nodes whose process is running.
     pub fn running(&mut self) -> Vec<u64> {
-        (1..=self.nodes.len() as u64)
-            .filter(|id| self.nodes[(id - 1) as usize].running())
+        self.nodes
+            .iter_mut()
+            .filter_map(|node| node.running().then_some(node.id()))
             .collect()
     }
 
@@ -433,15 +263,6 @@ pub fn status(addr: &str) -> Result<Value, String> {
 /// `GET /metrics` as text.
 pub fn metrics(addr: &str) -> Result<String, String> {
     http("GET", addr, "/metrics", None).map(|(_, body)| body)
-}
-
-/// The value of the first sample of metric `name` in Prometheus text.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find(|line| line.split([' ', '{']).next() == Some(name))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
 }
 
 /// Posts fault rules to a node; panics on refusal.
