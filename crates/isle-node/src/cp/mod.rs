@@ -541,18 +541,22 @@ impl Cp {
                 };
                 last_seen = current;
                 if let (Some(leader), true) = (current, reachable) {
-                    return Some(leader);
+                    return Ok(leader);
                 }
+                // No leader to reach, and this side cannot elect one: refuse now instead of
+                // waiting for the partition to heal.
+                self.check_quorum()?;
+                let stopped = || CpRequestError::Internal("Raft stopped".into());
                 tokio::select! {
                     biased;
-                    changed = metrics.changed() => if changed.is_err() { return None },
-                    changed = status.changed() => if changed.is_err() { return None },
+                    changed = metrics.changed() => if changed.is_err() { return Err(stopped()) },
+                    changed = status.changed() => if changed.is_err() { return Err(stopped()) },
                 }
             }
         };
         tokio::select! {
             biased;
-            leader = known => leader.ok_or_else(|| CpRequestError::Internal("Raft stopped".into())),
+            leader = known => leader,
             () = self.inner.clock.sleep(limit) => Err(CpRequestError::NoLeader {
                 detail: match last_seen {
                     Some(id) => format!(
