@@ -77,7 +77,7 @@ fn effective_uid() -> Option<u32> {
 }
 
 /// Every network namespace by name (`ip netns list` prints `name (id: N)`).
-fn namespaces() -> anyhow::Result<Vec<String>> {
+pub fn namespaces() -> anyhow::Result<Vec<String>> {
     Ok(sh(&["ip", "netns", "list"], None)?
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -95,9 +95,11 @@ fn pid_of(ns: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Whether `pid` is a live `isle` process (the run that owns namespaces named after it).
+/// Whether the run that owns namespaces named after `pid` may still be alive: some process
+/// has that pid (an `isle` run, or a test binary using this harness). A reused pid only keeps
+/// a dead run's leftovers until it exits.
 fn isle_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "isle")
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Kills every process inside `ns` (an orphaned node would keep it alive) and deletes it.
@@ -153,6 +155,11 @@ impl Netns {
 
     fn bridge_ns(&self) -> String {
         format!("{}br", self.stem)
+    }
+
+    /// Every namespace this run made, in creation order.
+    pub fn made(&self) -> Vec<String> {
+        self.made.clone()
     }
 
     /// The client namespace's name.

@@ -178,15 +178,11 @@ fn screenshot(browser: &str, page: &Path, png: &Path) {
 
 #[test]
 fn a_bridge_run_report_shows_its_timeline_in_chromium() {
-    let Some(browser) = chromium() else {
-        // CI installs it and sets ISLE_REQUIRE_CHROMIUM=1; a developer without it gets a skip.
-        assert!(
-            std::env::var("ISLE_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
-            "ISLE_REQUIRE_CHROMIUM=1 but no chromium found: apt-get install chromium"
-        );
-        eprintln!("report test skipped: no chromium (apt-get install chromium)");
+    let found = chromium();
+    if !common::require(found.is_some(), "chromium", "apt-get install chromium") {
         return;
-    };
+    }
+    let Some(browser) = found else { return };
     // The run directory is kept (target/tmp/bridge-3-report) with the screenshot in it.
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bridge-3-report");
     let _ = std::fs::remove_dir_all(&out);

@@ -15,22 +15,9 @@ use std::time::Instant;
 
 use common::isle_bin;
 
-/// Whether this run should touch the kernel: `ISLE_NETNS=1` and root.
-fn enabled() -> bool {
-    let wanted = std::env::var("ISLE_NETNS").is_ok_and(|v| v == "1");
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|text| {
-        text.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    });
-    wanted && root
-}
-
 #[test]
 fn every_shipped_scenario_passes_in_network_namespaces() {
-    if !enabled() {
-        eprintln!("netns chaos scenarios skipped: set ISLE_NETNS=1 and run as root");
+    if !common::netns_enabled() {
         return;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");

@@ -6,7 +6,7 @@
 //!
 //! The browser is driven over the Chrome DevTools Protocol with a minimal WebSocket client
 //! written here (RFC 6455 text frames only), so the test needs no extra crates. Without a
-//! `chromium` binary the test is skipped with a message, unless `ISLE_REQUIRE_CHROMIUM=1`.
+//! `chromium` binary the test is skipped with a message, unless `CI` is set (then it fails).
 
 mod common;
 
@@ -403,16 +403,15 @@ impl Drop for Demo {
 
 #[test]
 fn the_dashboard_shows_five_nodes_and_cuts_a_link_from_its_control_panel() {
-    let Some(chromium) = chromium() else {
-        if std::env::var("ISLE_REQUIRE_CHROMIUM").is_ok_and(|v| v == "1") {
-            panic!("no chromium binary (apt-get install chromium) and ISLE_REQUIRE_CHROMIUM=1");
-        }
-        eprintln!(
-            "SKIPPED: no chromium binary found (apt-get install chromium, or set ISLE_CHROMIUM); \
-             set ISLE_REQUIRE_CHROMIUM=1 to make this a failure"
-        );
+    let browser = chromium();
+    if !common::require(
+        browser.is_some(),
+        "chromium",
+        "apt-get install chromium, or set ISLE_CHROMIUM",
+    ) {
         return;
-    };
+    }
+    let Some(chromium) = browser else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_base();
     let mut child = Command::new(env!("CARGO_BIN_EXE_isle"))

@@ -1,7 +1,8 @@
 //! The 3|2 split of `cluster.rs`, made by the kernel instead of the in-process fault layer.
 //!
 //! Five real `isle node` processes run in five network namespaces joined by veth pairs to a
-//! Linux bridge in a sixth; a seventh namespace holds the client that reads their status. The
+//! Linux bridge in a sixth; a seventh namespace holds the client that reads their status — the
+//! lab's namespace harness (`isle_lab::netns`), the one `isle chaos run --engine netns` uses. The
 //! split is an nftables table in each node's namespace dropping (not rejecting) traffic from and
 //! to the other side. Nothing is added to the root namespace and no namespace has a default
 //! route, so no packet can leave the bridge. Every namespace made here is deleted when the test
@@ -19,9 +20,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{reachable_of, state_of};
-use isle_lab::{Node, NodeSpec};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use isle_lab::Node;
+use isle_lab::netns::Netns;
 use serde_json::{Value, json};
 
 /// Generous limits: CI is a loaded 2-core box. The measured times are printed.
@@ -30,26 +30,10 @@ const DETECT_LIMIT: Duration = Duration::from_secs(10);
 const HEAL_LIMIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
 
-/// Every namespace this test makes is named `islt<pid % 100000><suffix>`.
-const NS_PREFIX: &str = "islt";
 const NODES: u64 = 5;
 const MAJORITY: [u64; 3] = [1, 2, 3];
 const MINORITY: [u64; 2] = [4, 5];
-const PEER_PORT: u16 = 7000;
 const HTTP_PORT: u16 = 8000;
-
-/// Whether this run should touch the kernel: `ISLE_NETNS=1` and root.
-fn enabled() -> bool {
-    let wanted = std::env::var("ISLE_NETNS").is_ok_and(|v| v == "1");
-    wanted && effective_uid() == Some(0)
-}
-
-/// The effective uid, from `/proc/self/status` (`Uid: real effective saved fs`).
-fn effective_uid() -> Option<u32> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
 
 /// Runs a command to completion, returning its output whatever the exit status.
 fn run_raw(args: &[&str], stdin: Option<&str>) -> Result<Output, String> {
@@ -93,11 +77,6 @@ fn run_ok(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     }
 }
 
-/// Like [`run_ok`] but a failure is a test failure.
-fn must(args: &[&str]) -> String {
-    run_ok(args, None).unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// Fails (not skips) when a tool the test needs is missing.
 fn require_tool(args: &[&str], package: &str) {
     if let Err(e) = run_ok(args, None) {
@@ -108,187 +87,38 @@ fn require_tool(args: &[&str], package: &str) {
     }
 }
 
-/// Every network namespace by name (`ip netns list` prints `name (id: N)`).
-fn namespaces() -> Vec<String> {
-    must(&["ip", "netns", "list"])
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
-
-/// The run number encoded in one of our namespace names (`islt1234n1` → 1234).
-fn run_of(ns: &str) -> Option<u64> {
-    let digits: String = ns
-        .strip_prefix(NS_PREFIX)?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-/// Whether a test process of run `run` (pid ≡ run mod 100000) is still alive: a live run's
-/// namespaces are not stale even though some of them hold no process.
-fn run_alive(run: u64) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
-            return false;
-        };
-        pid % 100_000 == run
-            && u64::from(std::process::id()) != pid
-            && std::fs::read_to_string(entry.path().join("comm"))
-                .is_ok_and(|c| c.starts_with("netns"))
-    })
-}
-
-/// Deletes namespaces left by earlier runs of this test that were killed before cleaning up.
-fn delete_stale_namespaces(own_run: u64) {
-    let stale: BTreeSet<u64> = namespaces()
-        .iter()
-        .filter_map(|ns| run_of(ns))
-        .filter(|run| *run != own_run && !run_alive(*run))
-        .collect();
-    for ns in namespaces() {
-        if run_of(&ns).is_some_and(|run| stale.contains(&run)) {
-            // Processes left in it (an orphaned node) would keep it alive; stop them by pid.
-            let pids = run_ok(&["ip", "netns", "pids", &ns], None).unwrap_or_default();
-            for pid in pids
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            eprintln!("deleting stale namespace {ns} from an earlier run");
-            let _ = run_raw(&["ip", "netns", "del", &ns], None);
-        }
-    }
-}
-
-/// The namespaces, node processes and files of one run; all torn down on drop.
+/// The namespaces (the lab's harness), node processes and files of one run; all torn down on
+/// drop — the nodes first (fields drop in order), then the namespaces.
 struct Net {
-    /// Name stem of every namespace of this run.
-    stem: String,
-    /// Namespaces created, in creation order.
-    made: Vec<String>,
     /// The running nodes, index i holding node id i+1.
     nodes: Vec<Node>,
-    /// Third octet of the 10.213.x.0/24 test subnet.
-    subnet: u32,
+    /// Bridge, node and client namespaces.
+    net: Netns,
     /// Data dirs and node logs.
     dir: tempfile::TempDir,
 }
 
 impl Net {
+    /// Bridge, node and client namespaces, wired up; no default route anywhere.
     fn new() -> Net {
-        let run = u64::from(std::process::id()) % 100_000;
-        delete_stale_namespaces(run);
-        let stem = format!("{NS_PREFIX}{run}");
-        // Left over from a killed run with the same number (pid reuse): ours to remove.
-        for ns in namespaces()
-            .into_iter()
-            .filter(|ns| run_of(ns) == Some(run))
-        {
-            let _ = run_raw(&["ip", "netns", "del", &ns], None);
-        }
         Net {
-            stem,
-            made: Vec::new(),
             nodes: Vec::new(),
-            subnet: 10 + (run % 200) as u32,
+            net: Netns::create(NODES).unwrap_or_else(|e| panic!("building namespaces: {e:#}")),
             dir: tempfile::tempdir().expect("tempdir"),
         }
     }
 
-    fn bridge_ns(&self) -> String {
-        format!("{}br", self.stem)
-    }
-
-    fn client_ns(&self) -> String {
-        format!("{}c", self.stem)
-    }
-
-    fn node_ns(&self, id: u64) -> String {
-        format!("{}n{id}", self.stem)
-    }
-
-    fn node_ip(&self, id: u64) -> String {
-        format!("10.213.{}.{id}", self.subnet)
-    }
-
     fn http(&self, id: u64) -> String {
-        format!("{}:{HTTP_PORT}", self.node_ip(id))
-    }
-
-    fn add_ns(&mut self, ns: &str) {
-        must(&["ip", "netns", "add", ns]);
-        self.made.push(ns.to_string());
-        must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-    }
-
-    /// A veth pair from the bridge to `ns`, with `ip/24` on the far end. Both ends are created
-    /// inside the bridge namespace, so interface names never meet the root namespace's.
-    fn attach(&self, ns: &str, n: u32, ip: &str) {
-        let bridge = self.bridge_ns();
-        let tag = &self.stem[NS_PREFIX.len()..];
-        let (near, far) = (format!("i{tag}b{n}"), format!("i{tag}p{n}"));
-        must(&[
-            "ip", "-n", &bridge, "link", "add", &near, "type", "veth", "peer", "name", &far,
-            "netns", ns,
-        ]);
-        must(&["ip", "-n", &bridge, "link", "set", &near, "master", "br0"]);
-        must(&["ip", "-n", &bridge, "link", "set", &near, "up"]);
-        must(&[
-            "ip",
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            &far,
-        ]);
-        must(&["ip", "-n", ns, "link", "set", &far, "up"]);
-    }
-
-    /// Bridge, node and client namespaces, wired up; no default route anywhere.
-    fn build(&mut self) {
-        let bridge = self.bridge_ns();
-        self.add_ns(&bridge);
-        must(&["ip", "-n", &bridge, "link", "add", "br0", "type", "bridge"]);
-        must(&["ip", "-n", &bridge, "link", "set", "br0", "up"]);
-        for id in 1..=NODES {
-            let ns = self.node_ns(id);
-            self.add_ns(&ns);
-            self.attach(&ns, id as u32, &self.node_ip(id));
-        }
-        let client = self.client_ns();
-        self.add_ns(&client);
-        self.attach(&client, 0, &format!("10.213.{}.100", self.subnet));
+        format!("{}:{HTTP_PORT}", Netns::node_ip(id))
     }
 
     /// Starts every node in its namespace, seeded with all the others, without fault injection.
     fn start_nodes(&mut self) {
-        for id in 1..=NODES {
-            let mut spec = NodeSpec::new(
-                id,
-                format!("{}:{PEER_PORT}", self.node_ip(id)),
-                self.http(id),
-                self.dir.path().join(format!("n{id}")),
-            );
-            spec.peers = (1..=NODES)
-                .filter(|o| *o != id)
-                .map(|o| format!("{}:{PEER_PORT}", self.node_ip(o)))
-                .collect();
+        for mut spec in self.net.specs(self.dir.path()) {
+            assert_eq!(spec.http, self.http(spec.id));
             spec.bootstrap_expect = Some(NODES);
             spec.env = vec![("ISLE_LOG".into(), "info".into())];
-            spec.prefix = vec!["ip".into(), "netns".into(), "exec".into(), self.node_ns(id)];
+            let id = spec.id;
             let node = Node::start(spec, Path::new(common::isle_bin()))
                 .unwrap_or_else(|e| panic!("starting node {id}: {e}"));
             self.nodes.push(node);
@@ -303,7 +133,7 @@ impl Net {
                 "ip",
                 "netns",
                 "exec",
-                &self.client_ns(),
+                &self.net.client_ns(),
                 "curl",
                 "-sS",
                 "--fail",
@@ -324,7 +154,7 @@ impl Net {
                 "ip",
                 "netns",
                 "exec",
-                &self.client_ns(),
+                &self.net.client_ns(),
                 "curl",
                 "-sS",
                 "-m",
@@ -380,56 +210,24 @@ impl Net {
 
     /// Drops everything between `side` and `other` in the namespace of each node of `side`.
     fn cut(&self, side: &[u64], other: &[u64]) {
-        let addrs: Vec<String> = other.iter().map(|o| self.node_ip(*o)).collect();
-        let set = addrs.join(", ");
-        let rules = format!(
-            "table inet isle {{\n\
-             \tchain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {set} }} drop; }}\n\
-             \tchain output {{ type filter hook output priority 0; policy accept; ip daddr {{ {set} }} drop; }}\n\
-             }}\n"
-        );
+        let other: BTreeSet<u64> = other.iter().copied().collect();
         for id in side {
-            let ns = self.node_ns(*id);
-            run_ok(
-                &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
-                Some(&rules),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            self.net
+                .set_rules(*id, &other, &other, &[])
+                .unwrap_or_else(|e| panic!("cutting node {id}: {e:#}"));
         }
     }
 
     fn heal(&self) {
         for id in 1..=NODES {
-            must(&[
-                "ip",
-                "netns",
-                "exec",
-                &self.node_ns(id),
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "isle",
-            ]);
+            self.net
+                .set_rules(id, &BTreeSet::new(), &BTreeSet::new(), &[])
+                .unwrap_or_else(|e| panic!("healing node {id}: {e:#}"));
         }
     }
 
     fn logs(&self) -> String {
         common::logs(self.dir.path())
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            // The child is `ip`, which exec'd into `isle`: this pid is the node.
-            node.kill9();
-        }
-        for ns in self.made.iter().rev() {
-            if let Err(e) = run_ok(&["ip", "netns", "del", ns], None) {
-                eprintln!("cleanup: {e}");
-            }
-        }
     }
 }
 
@@ -528,16 +326,11 @@ fn split_seen(id: u64, s: &Value) -> Result<(), String> {
 }
 
 fn scenario(net: &mut Net) {
-    let start = Instant::now();
-    net.build();
     println!(
-        "namespaces {} (bridge), {}..{} (nodes), {} (client); subnet 10.213.{}.0/24; built in {:?}",
-        net.bridge_ns(),
-        net.node_ns(1),
-        net.node_ns(NODES),
-        net.client_ns(),
-        net.subnet,
-        start.elapsed()
+        "namespaces {}..{} (nodes), {} (client) ready",
+        net.net.node_ns(1),
+        net.net.node_ns(NODES),
+        net.net.client_ns(),
     );
     net.start_nodes();
 
@@ -703,12 +496,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 #[test]
 fn kernel_split_three_two_then_heal() {
-    if !enabled() {
-        eprintln!("netns test skipped: set ISLE_NETNS=1 and run as root");
+    if !common::netns_enabled() {
         return;
     }
-    require_tool(&["ip", "-V"], "iproute2");
-    require_tool(&["nft", "--version"], "nftables");
+    isle_lab::netns::preflight().unwrap_or_else(|e| panic!("ISLE_NETNS=1 but {e:#}"));
     require_tool(&["curl", "--version"], "curl");
 
     let mut net = Net::new();
@@ -724,9 +515,10 @@ fn kernel_split_three_two_then_heal() {
             panic_message(payload.as_ref())
         );
     }
-    let made = net.made.clone();
+    let made = net.net.made();
     drop(net);
-    let left: Vec<String> = namespaces()
+    let left: Vec<String> = isle_lab::netns::namespaces()
+        .expect("ip netns list")
         .into_iter()
         .filter(|ns| made.contains(ns))
         .collect();

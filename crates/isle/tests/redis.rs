@@ -4,8 +4,8 @@
 //! against a real Redis too and must print the same. Then `redis-benchmark` runs
 //! SET/GET/INCR/SADD/HSET (plain and pipelined) against one node with no error.
 //!
-//! Skips with a loud message when `redis-cli` is not installed, unless `ISLE_REQUIRE_REDIS` is
-//! set (CI sets it, so there a missing tool fails the test instead).
+//! Skips with a loud message when `redis-cli` is not installed, unless `CI` is set (there a
+//! missing tool fails the test instead).
 
 mod common;
 
@@ -13,35 +13,16 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{LocalCluster, wait_for};
+use common::{LocalCluster, installed, wait_for};
 use isle_lab::spare_port;
 
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether the tools are there; panics if they must be and are not.
+/// Whether the tools are there: a skip, or a failure under CI, when they are not.
 fn redis_tools_present(test: &str) -> bool {
-    if installed("redis-cli") && installed("redis-benchmark") {
-        return true;
-    }
-    if std::env::var_os("ISLE_REQUIRE_REDIS").is_some() {
-        panic!(
-            "{test}: ISLE_REQUIRE_REDIS is set but redis-cli/redis-benchmark are missing (apt-get install redis-tools)"
-        );
-    }
-    eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-    eprintln!("!!! SKIPPED {test}: redis-cli / redis-benchmark not installed");
-    eprintln!(
-        "!!! (apt-get install redis-tools redis-server; ISLE_REQUIRE_REDIS=1 makes this fail)"
-    );
-    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
-    false
+    common::require(
+        installed("redis-cli") && installed("redis-benchmark"),
+        &format!("redis-cli and redis-benchmark (for {test})"),
+        "apt-get install redis-tools redis-server",
+    )
 }
 
 /// Runs `redis-cli --no-raw` against `addr` in db `db`, feeding `script` (one command a line)
@@ -350,8 +331,11 @@ impl Drop for RedisServer {
 }
 
 fn redis_server() -> Option<RedisServer> {
-    if !installed("redis-server") {
-        eprintln!("redis-server not installed: the script runs against Isle only");
+    if !common::require(
+        installed("redis-server"),
+        "redis-server (the reference the script is compared with)",
+        "apt-get install redis-server",
+    ) {
         return None;
     }
     let port = spare_port();

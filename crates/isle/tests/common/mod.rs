@@ -2,6 +2,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use isle_lab::{Node, NodeSpec, Ports};
@@ -453,4 +454,49 @@ pub fn url_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Whether this is a CI run (`CI` set and not `0`/`false`): there every test must run, and
+/// a missing tool is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Decides a test that needs `what`: `true` when it is `available`; otherwise a failure under
+/// CI (naming how to get it), and elsewhere a loud skip (`false`).
+pub fn require(available: bool, what: &str, how: &str) -> bool {
+    if available {
+        return true;
+    }
+    assert!(!in_ci(), "CI is set but {what} is missing: {how}");
+    eprintln!("SKIPPED: {what} is missing ({how}); with CI=1 this is a failure");
+    false
+}
+
+/// Whether `program` can be run (`program --version` starts; some tools, such as etcdctl,
+/// answer the flag with an error, which is fine).
+pub fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Whether this run may touch the kernel's namespaces: root and `ISLE_NETNS=1`. Under CI a
+/// run that cannot is a failure.
+pub fn netns_enabled() -> bool {
+    let wanted = std::env::var("ISLE_NETNS").is_ok_and(|v| v == "1");
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|text| {
+        text.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    });
+    require(
+        wanted && root,
+        "the network-namespace suite (root and ISLE_NETNS=1)",
+        "run as root with ISLE_NETNS=1, as .ci/run does",
+    )
 }
