@@ -32,8 +32,8 @@ fn run(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
     run_capturing(endpoints, args, stdin).0
 }
 
-/// As [`run`], returning (stdout, stderr).
-fn run_capturing(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (String, String) {
+/// Runs `etcdctl ARGS` to completion, feeding `stdin`.
+fn output(endpoints: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let mut child = etcdctl(endpoints)
         .args(args)
         .stdin(Stdio::piped())
@@ -46,7 +46,12 @@ fn run_capturing(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (String
         input.write_all(text.as_bytes()).expect("write stdin");
     }
     drop(input);
-    let output = child.wait_with_output().expect("etcdctl output");
+    child.wait_with_output().expect("etcdctl output")
+}
+
+/// As [`run`], returning (stdout, stderr).
+fn run_capturing(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (String, String) {
+    let output = output(endpoints, args, stdin);
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(
@@ -59,19 +64,7 @@ fn run_capturing(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (String
 /// Runs `etcdctl ARGS` (feeding `stdin`) that must fail; returns the `Error: ...` lines it
 /// printed (the client's retry warnings, with timestamps and ids, are left out).
 fn run_failing(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = etcdctl(endpoints)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    let output = child.wait_with_output().expect("etcdctl output");
+    let output = output(endpoints, args, stdin);
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(
         !output.status.success(),
