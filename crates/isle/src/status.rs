@@ -1,10 +1,13 @@
 //! `isle status`: the cluster as a table, one row per node as that node sees itself.
 
+use std::collections::BTreeSet;
+
 use anyhow::Context;
 use clap::Args;
-use serde_json::Value;
-
+use isle_detect::Partition;
 use isle_lab::admin as client;
+use isle_node::StatusReport;
+use isle_types::NodeId;
 
 /// Flags of `isle status`.
 #[derive(Args, Debug)]
@@ -25,17 +28,13 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read status from {}", args.http))?;
     let mut rows = Vec::new();
     for (id, http) in &members {
-        rows.push((
-            *id,
-            http.clone(),
-            client::get(&client, http, "/v1/status").await,
-        ));
+        rows.push((*id, http.clone(), client::status(&client, http).await));
     }
     if args.json {
-        let all: Vec<Value> = rows
+        let all: Vec<serde_json::Value> = rows
             .into_iter()
             .map(|(id, http, status)| match status {
-                Ok(status) => status,
+                Ok(status) => serde_json::to_value(status).unwrap_or_default(),
                 Err(err) => {
                     serde_json::json!({"node": id, "http_addr": http, "error": err.to_string()})
                 }
@@ -71,67 +70,54 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `-` for nothing, else the value.
+fn or_dash(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
 /// Raft's view, per node: role, term, leader, commit and applied index, revision.
-fn cp_row(status: &Value) -> String {
-    let cp = &status["cp"];
-    let or_dash = |v: &Value| {
-        if v.is_null() {
-            "-".to_string()
-        } else {
-            v.to_string()
-        }
-    };
+fn cp_row(status: &StatusReport) -> String {
+    let cp = &status.cp;
+    let voters: Vec<String> = cp.voters.iter().map(u64::to_string).collect();
     format!(
-        "{:<5} {:<20} {:>5} {:>7} {:>8} {:>8} {:>9} {}",
-        status["node"].as_u64().unwrap_or(0),
-        cp["role"].as_str().unwrap_or("-"),
-        or_dash(&cp["term"]),
-        or_dash(&cp["leader"]),
-        or_dash(&cp["commit_index"]),
-        or_dash(&cp["applied_index"]),
-        or_dash(&cp["revision"]),
-        or_dash(&cp["voters"]),
+        "{:<5} {:<20} {:>5} {:>7} {:>8} {:>8} {:>9} [{}]",
+        status.node.node,
+        cp.role,
+        cp.term,
+        or_dash(cp.leader),
+        or_dash(cp.commit_index),
+        or_dash(cp.applied_index),
+        cp.revision,
+        voters.join(","),
     )
 }
 
-fn row(status: &Value) -> String {
-    let reaches: Vec<String> = status["reachable"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .map(|id| id.to_string())
-        .collect();
-    let partition = &status["partition"];
-    let kind = partition["kind"].as_str().unwrap_or("?");
-    let detail = match kind {
-        "complete" => sides(&partition["sides"]),
-        "partial" => links(&partition["cut"], "cut"),
-        "asymmetric" => links(&partition["one_way"], "one-way"),
-        _ => String::new(),
+fn row(status: &StatusReport) -> String {
+    let node = &status.node;
+    let reaches: Vec<String> = node.reachable.iter().map(ToString::to_string).collect();
+    let (kind, detail) = match &node.partition {
+        Partition::None => ("none", String::new()),
+        Partition::Complete { sides } => ("complete", self::sides(sides)),
+        Partition::Partial { cut } => ("partial", links(cut, "cut")),
+        Partition::Asymmetric { one_way } => ("asymmetric", links(one_way, "one-way")),
     };
-    let held = if status["quorum"]["held"].as_bool() == Some(true) {
-        "yes"
+    let held = if node.quorum.held { "yes" } else { "NO" };
+    let cp = &status.cp;
+    let raft = if cp.leader_lease_valid == Some(false) {
+        format!("{}(no lease)/{}", cp.role, cp.term)
     } else {
-        "NO"
-    };
-    let for_ms = status["state_for_ms"].as_u64().unwrap_or(0);
-    let cp = &status["cp"];
-    let lease_lost = cp["leader_lease_valid"] == Value::Bool(false);
-    let raft = match cp["role"].as_str() {
-        Some(role) if lease_lost => format!("{role}(no lease)/{}", cp["term"]),
-        Some(role) => format!("{role}/{}", cp["term"]),
-        None => "-".to_string(),
+        format!("{}/{}", cp.role, cp.term)
     };
     format!(
         "{:<5} {:<8} {:<18} {:>7.1}s  {:<6} {:<16} {:<10} {:<14} {}",
-        status["node"].as_u64().unwrap_or(0),
-        status["zone"]
-            .as_str()
-            .filter(|z| !z.is_empty())
-            .unwrap_or("-"),
-        status["state"].as_str().unwrap_or("?"),
-        for_ms as f64 / 1000.0,
+        node.node,
+        if node.zone.is_empty() {
+            "-"
+        } else {
+            &node.zone
+        },
+        node.state.to_string(),
+        node.state_for_ms as f64 / 1000.0,
         held,
         format!("[{}]", reaches.join(",")),
         kind,
@@ -140,31 +126,22 @@ fn row(status: &Value) -> String {
     )
 }
 
-fn sides(sides: &Value) -> String {
+fn sides(sides: &[BTreeSet<NodeId>]) -> String {
     let parts: Vec<String> = sides
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|side| {
-            let ids: Vec<String> = side
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|id| id.to_string())
-                .collect();
+            let ids: Vec<String> = side.iter().map(ToString::to_string).collect();
             format!("{{{}}}", ids.join(","))
         })
         .collect();
     parts.join(" | ")
 }
 
-fn links(links: &Value, word: &str) -> String {
+fn links(links: &[(NodeId, NodeId)], word: &str) -> String {
     let arrow = if word == "cut" { "↔" } else { "→" };
     let parts: Vec<String> = links
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|link| format!("{}{arrow}{}", link[0], link[1]))
+        .iter()
+        .map(|(from, to)| format!("{from}{arrow}{to}"))
         .collect();
     format!("{word}: {}", parts.join(" "))
 }

@@ -212,8 +212,9 @@ pub fn http(
     http_with_timeout(method, addr, path, body, Duration::from_secs(2))
 }
 
-/// As [`http`], waiting at most `read_timeout` for the answer. A connect failure is reported
-/// as `Err` starting with `"connect "` (the request was never sent).
+/// As [`http`], waiting at most `read_timeout` for the answer. A request that was never sent
+/// (the connection could not be made) is reported as `Err` starting with `"connect "`. Each
+/// request has its own connection (no pooling), so a restarted node never meets a stale one.
 pub fn http_with_timeout(
     method: &str,
     addr: &str,
@@ -221,35 +222,35 @@ pub fn http_with_timeout(
     body: Option<&Value>,
     read_timeout: Duration,
 ) -> Result<(u16, String), String> {
-    use std::io::{Read, Write};
-    let socket: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(1))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(read_timeout))
-        .map_err(|e| e.to_string())?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(1)))
+        .timeout_recv_response(Some(read_timeout))
+        .timeout_recv_body(Some(read_timeout))
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .build()
+        .into();
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(body.map(Value::to_string).unwrap_or_default())
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+    let mut response = agent.run(request).map_err(|err| match err {
+        ureq::Error::ConnectionFailed | ureq::Error::Timeout(ureq::Timeout::Connect) => {
+            format!("connect {addr}: {err}")
+        }
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("connect {addr}: {io}")
+        }
+        other => format!("read {addr}: {other}"),
+    })?;
+    let code = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
         .map_err(|e| format!("read {addr}: {e}"))?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response: {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+    Ok((code, text))
 }
 
 /// `GET /v1/status` as JSON.
