@@ -81,7 +81,7 @@ fn cp_row(status: &StatusReport) -> String {
     let voters: Vec<String> = cp.voters.iter().map(u64::to_string).collect();
     format!(
         "{:<5} {:<20} {:>5} {:>7} {:>8} {:>8} {:>9} [{}]",
-        status.node.node,
+        status.node.node.0,
         cp.role,
         cp.term,
         or_dash(cp.leader),
@@ -110,7 +110,7 @@ fn row(status: &StatusReport) -> String {
     };
     format!(
         "{:<5} {:<8} {:<18} {:>7.1}s  {:<6} {:<16} {:<10} {:<14} {}",
-        node.node,
+        node.node.0,
         if node.zone.is_empty() {
             "-"
         } else {
