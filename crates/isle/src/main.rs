@@ -1,14 +1,9 @@
 //! `isle`: run a node, a local cluster, inspect a cluster, and reason about quorums.
 
-mod ap;
-mod coord;
-mod fault;
-mod kv;
 mod node;
-mod quorum;
-mod status;
 
 use clap::{Parser, Subcommand};
+use isle_cli::{ap, coord, fault, kv, quorum, status};
 use isle_lab::{bench, chaos, demo, local};
 
 /// mimalloc, not glibc's malloc: the request paths allocate many small, short-lived buffers on
