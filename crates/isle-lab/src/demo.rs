@@ -15,7 +15,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{Node, NodeSpec, Ports, Signal};
+use crate::{Node, NodeSpec, Ports};
 use anyhow::{Context, bail};
 use clap::Args;
 use isle_detect::State;
@@ -1491,16 +1491,9 @@ impl Story {
         );
     }
 
-    /// SIGCONT (a node may still be paused after an error) and SIGTERM to every node, then
-    /// each is waited for (SIGKILL after 5 s).
+    /// Stops every node (a paused one too), SIGKILL after 5 s.
     fn stop(&mut self) {
-        for node in &self.cluster.nodes {
-            let _ = node.resume();
-            let _ = node.signal(Signal::SIGTERM);
-        }
-        for node in &mut self.cluster.nodes {
-            node.terminate(Duration::from_secs(5));
-        }
+        crate::stop_all(&mut self.cluster.nodes, Duration::from_secs(5));
     }
 }
 

@@ -24,7 +24,7 @@ mod ports;
 mod spec;
 
 pub use nix::sys::signal::Signal;
-pub use node::{Node, Stopped, kill_all};
+pub use node::{Node, Stopped, kill_all, stop_all};
 pub use ports::spare_port;
 pub use spec::{NodeSpec, Ports, mesh, plan};
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{Node, NodeSpec, Ports, Signal, Stopped};
+use crate::{Node, NodeSpec, Ports, Stopped};
 use anyhow::Context;
 use clap::Args;
 
@@ -132,13 +132,10 @@ async fn wait_or_child_exit(nodes: &mut [Node]) -> anyhow::Result<()> {
 
 /// SIGTERM to every node at once (they leave together), then each is waited for.
 fn stop_all(mut nodes: Vec<Node>) {
-    for node in &nodes {
-        let _ = node.signal(Signal::SIGTERM);
-    }
-    for node in &mut nodes {
-        match node.terminate(Duration::from_secs(5)) {
-            Stopped::Exited(status) => println!("node {} stopped ({status})", node.id()),
-            Stopped::Killed => println!("node {} killed after 5 s", node.id()),
+    for (id, stopped) in crate::stop_all(&mut nodes, Duration::from_secs(5)) {
+        match stopped {
+            Stopped::Exited(status) => println!("node {id} stopped ({status})"),
+            Stopped::Killed => println!("node {id} killed after 5 s"),
             Stopped::NotRunning => {}
         }
     }

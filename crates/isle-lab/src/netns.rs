@@ -98,7 +98,7 @@ fn pid_of(ns: &str) -> Option<u32> {
 /// Whether the run that owns namespaces named after `pid` may still be alive: some process
 /// has that pid (an `isle` run, or a test binary using this harness). A reused pid only keeps
 /// a dead run's leftovers until it exits.
-fn isle_alive(pid: u32) -> bool {
+fn owner_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -120,7 +120,7 @@ pub fn delete_stale() -> anyhow::Result<Vec<String>> {
     let mut deleted = Vec::new();
     for ns in namespaces()? {
         let Some(pid) = pid_of(&ns) else { continue };
-        if pid == own || isle_alive(pid) {
+        if pid == own || owner_alive(pid) {
             continue;
         }
         delete_ns(&ns).with_context(|| format!("deleting stale namespace {ns}"))?;

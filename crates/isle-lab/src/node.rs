@@ -28,6 +28,19 @@ pub fn kill_all() {
     }
 }
 
+/// Stops `nodes` together: SIGCONT (a paused node must wake to exit) and SIGTERM to every one
+/// at once, then each is waited for and killed if it outlives `grace`. Returns how each ended.
+pub fn stop_all(nodes: &mut [Node], grace: Duration) -> Vec<(u64, Stopped)> {
+    for node in nodes.iter() {
+        let _ = node.resume();
+        let _ = node.signal(Signal::SIGTERM);
+    }
+    nodes
+        .iter_mut()
+        .map(|node| (node.id(), node.terminate(grace)))
+        .collect()
+}
+
 /// How [`Node::terminate`] ended the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
