@@ -85,7 +85,9 @@ fn main() -> std::process::ExitCode {
         command,
         Command::Node(_) | Command::Local(_) | Command::Demo(_)
     ) {
-        restore_sigpipe();
+        // Lets `isle status | head` end quietly, as Unix tools do. Not for `node`: there a
+        // write to a closed socket must be an error, not a signal.
+        sigpipe::reset();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -129,15 +131,5 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// Lets `isle status | head` end quietly, as Unix tools do. Not for `node`: there a write to a
-/// closed socket must be an error, not a signal.
-#[allow(unsafe_code)]
-fn restore_sigpipe() {
-    // SAFETY: setting a signal disposition to its default before any thread is spawned.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

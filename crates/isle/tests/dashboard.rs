@@ -4,348 +4,68 @@
 //! cut. A screenshot is saved as a test artifact (its path is printed; `ISLE_SCREENSHOT=path`
 //! copies it there too, which is how `docs/dashboard.png` is made).
 //!
-//! The browser is driven over the Chrome DevTools Protocol with a minimal WebSocket client
-//! written here (RFC 6455 text frames only), so the test needs no extra crates. Without a
-//! `chromium` binary the test is skipped with a message, unless `CI` is set (then it fails).
+//! The browser is driven over the Chrome DevTools Protocol by the `headless_chrome` crate.
+//! Without a `chromium` binary the test is skipped with a message, unless `CI` is set (then it
+//! fails).
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::{Browser, LaunchOptions, Tab};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-// ---------------------------------------------------------------------------------------------
-// A minimal WebSocket client (client-to-server frames masked, as RFC 6455 requires).
-
-struct WebSocket {
-    stream: TcpStream,
+/// Starts headless Chromium with a page open.
+fn launch(chromium: &str) -> (Browser, std::sync::Arc<Tab>) {
+    let options = LaunchOptions::default_builder()
+        .path(Some(PathBuf::from(chromium)))
+        .headless(true)
+        .sandbox(false)
+        .window_size(Some((1440, 1000)))
+        .args(vec![
+            std::ffi::OsStr::new("--disable-dev-shm-usage"),
+            std::ffi::OsStr::new("--hide-scrollbars"),
+        ])
+        .idle_browser_timeout(Duration::from_secs(120))
+        .build()
+        .expect("launch options");
+    let browser = Browser::new(options).expect("start chromium");
+    let tab = browser.new_tab().expect("a page");
+    (browser, tab)
 }
 
-impl WebSocket {
-    fn connect(url: &str) -> WebSocket {
-        let rest = url.strip_prefix("ws://").expect("a ws:// URL");
-        let (host, path) = rest.split_once('/').expect("a path in the ws URL");
-        let mut stream = TcpStream::connect(host).expect("connect to the DevTools socket");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("read timeout");
-        let key = base64::engine::general_purpose::STANDARD.encode(nonce());
-        write!(
-            stream,
-            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .expect("send the handshake");
-        // Read the answer's head byte by byte: the first frame may follow it directly.
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).expect("read the handshake");
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(
-            head.starts_with("HTTP/1.1 101"),
-            "WebSocket handshake refused: {head}"
-        );
-        WebSocket { stream }
-    }
-
-    fn send(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mut frame = vec![0x81u8]; // FIN, text
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        let mask: [u8; 4] = nonce()[..4].try_into().expect("4 bytes");
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.stream.write_all(&frame).expect("send a frame");
-    }
-
-    /// The next whole text message (continuations joined; pings answered).
-    fn receive(&mut self) -> String {
-        let mut message = Vec::new();
-        loop {
-            let mut head = [0u8; 2];
-            self.stream.read_exact(&mut head).expect("read a frame");
-            let fin = head[0] & 0x80 != 0;
-            let opcode = head[0] & 0x0F;
-            let len = match head[1] & 0x7F {
-                126 => {
-                    let mut b = [0u8; 2];
-                    self.stream.read_exact(&mut b).expect("length");
-                    u64::from(u16::from_be_bytes(b))
-                }
-                127 => {
-                    let mut b = [0u8; 8];
-                    self.stream.read_exact(&mut b).expect("length");
-                    u64::from_be_bytes(b)
-                }
-                n => u64::from(n),
-            };
-            let mut payload = vec![0u8; len as usize];
-            self.stream.read_exact(&mut payload).expect("payload");
-            match opcode {
-                0x8 => panic!("the browser closed the DevTools socket"),
-                0x9 => {
-                    // Ping: answer with a pong carrying the same payload (masked, short).
-                    let mask = [0u8; 4];
-                    let mut pong = vec![0x8A, 0x80 | payload.len().min(125) as u8];
-                    pong.extend_from_slice(&mask);
-                    pong.extend_from_slice(&payload[..payload.len().min(125)]);
-                    self.stream.write_all(&pong).expect("pong");
-                }
-                0xA => {}
-                _ => {
-                    message.extend_from_slice(&payload);
-                    if fin {
-                        return String::from_utf8(message).expect("UTF-8 message");
-                    }
-                }
-            }
-        }
-    }
+/// Evaluates a JS expression in the page; its value (primitives only).
+fn eval(tab: &Tab, expression: &str) -> Value {
+    let result = tab
+        .evaluate(expression, true)
+        .unwrap_or_else(|e| panic!("{expression}: {e}"));
+    result.value.unwrap_or(Value::Null)
 }
 
-/// 16 bytes that differ from call to call (WebSocket keys and masks need no cryptography).
-fn nonce() -> [u8; 16] {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = [0u8; 16];
-    for chunk in out.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// The DevTools Protocol over it.
-
-/// Kills (and reaps) the browser when dropped, also when a panic cuts its launch short.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Browser {
-    _child: Killed,
-    socket: WebSocket,
-    next_id: u64,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    fn launch(chromium: &str) -> Browser {
-        let profile = tempfile::tempdir().expect("profile dir");
-        let mut child = Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--hide-scrollbars",
-                "--remote-debugging-port=0",
-                "--window-size=1440,1000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID" on stderr.
-        let stderr = child.stderr.take().expect("chromium stderr");
-        let child = Killed(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("ws://") {
-                    let _ = tx.send(line[at..].trim().to_string());
-                }
-            }
-        });
-        let browser_url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("chromium printed no DevTools address within 30 s");
-        let host = browser_url
-            .trim_start_matches("ws://")
-            .split('/')
-            .next()
-            .expect("host:port")
-            .to_string();
-        // The page target (about:blank) from the HTTP listing.
-        let (_, listing) = http_get(&host, "/json/list");
-        let targets: Value = serde_json::from_str(&listing).expect("target list");
-        let page = targets
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|t| t["type"] == "page")
-            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-            .expect("a page target")
-            .to_string();
-        Browser {
-            _child: child,
-            socket: WebSocket::connect(&page),
-            next_id: 1,
-            _profile: profile,
-        }
-    }
-
-    /// Sends one command and returns its `result` (events in between are skipped).
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.socket
-            .send(&json!({"id": id, "method": method, "params": params}).to_string());
-        loop {
-            let message: Value =
-                serde_json::from_str(&self.socket.receive()).expect("a JSON message");
-            if message["id"] == json!(id) {
-                if let Some(error) = message.get("error") {
-                    panic!("{method} failed: {error}");
-                }
-                return message["result"].clone();
-            }
-        }
-    }
-
-    /// Evaluates a JS expression in the page; its value.
-    fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
-        );
-        if let Some(exception) = result.get("exceptionDetails") {
-            panic!("{expression}: {exception}");
-        }
-        result["result"]["value"].clone()
-    }
-
-    /// A real mouse click at the centre of the element `selector`.
-    fn click(&mut self, selector: &str) {
-        let rect = self.eval(&format!(
-            "(() => {{ const r = document.querySelector('{selector}').getBoundingClientRect(); \
-             return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
-        ));
-        let (x, y) = (rect[0].as_f64().expect("x"), rect[1].as_f64().expect("y"));
-        for kind in ["mousePressed", "mouseReleased"] {
-            self.call(
-                "Input.dispatchMouseEvent",
-                json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
-            );
-        }
-    }
-
-    fn wait_until(&mut self, what: &str, limit: Duration, expression: &str) -> Value {
-        let start = Instant::now();
-        loop {
-            let value = self.eval(expression);
-            if value == json!(true) {
-                return value;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "timed out after {limit:?} waiting for {what}; last: {value}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-/// A blocking GET: (status code, body).
-fn http_get(host: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(host).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    // Read the head, then Content-Length bytes (DevTools' server may keep the socket open).
-    let mut reader = BufReader::new(stream);
-    let mut head = String::new();
+/// Polls `expression` until it is `true` or `limit` passes.
+fn wait_until(tab: &Tab, what: &str, limit: Duration, expression: &str) {
+    let start = Instant::now();
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).expect("read") == 0 || line == "\r\n" {
-            break;
+        // An evaluation may fail while the page is still navigating: that is "not yet".
+        let value = match tab.evaluate(expression, true) {
+            Ok(result) => result.value.unwrap_or(Value::Null),
+            Err(e) => Value::String(e.to_string()),
+        };
+        if value == json!(true) {
+            return;
         }
-        head.push_str(&line);
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}; last: {value}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let length = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    });
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            reader.read_exact(&mut body).expect("read the body");
-        }
-        None => {
-            reader.read_to_end(&mut body).expect("read the body");
-        }
-    }
-    let body = String::from_utf8_lossy(&body).into_owned();
-    (code, body)
-}
-
-/// A blocking POST of a JSON body; the status code (0: no answer).
-fn http_post(host: &str, path: &str, body: &str) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(host) else {
-        return 0;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 fn chromium() -> Option<String> {
@@ -440,44 +160,56 @@ fn the_dashboard_shows_five_nodes_and_cuts_a_link_from_its_control_panel() {
     let dashboard = dashboard.expect("the demo printed its dashboard address");
     println!("dashboard: {dashboard}");
 
-    let mut browser = Browser::launch(&chromium);
-    browser.call("Page.enable", json!({}));
-    browser.call("Page.navigate", json!({"url": dashboard}));
+    let (browser, tab) = launch(&chromium);
+    // No wait for the load event: the page's event stream never finishes loading; the waits
+    // below poll the page itself.
+    tab.navigate_to(&dashboard).expect("open the dashboard");
     let limit = Duration::from_secs(30);
-    browser.wait_until(
+    wait_until(
+        &tab,
         "five answering nodes in the graph",
         limit,
         "document.querySelectorAll('#graph [data-node]').length === 5 && \
          [...document.querySelectorAll('#graph [data-node]')].every(n => n.dataset.state === 'Normal')",
     );
-    browser.wait_until(
+    wait_until(
+        &tab,
         "link 1-4 drawn alive",
         limit,
         "document.querySelector('#graph [data-link=\"1-4\"]')?.dataset.state === 'alive'",
     );
     assert_eq!(
-        browser.eval("document.querySelectorAll('#graph [data-link]').length"),
+        eval(
+            &tab,
+            "document.querySelectorAll('#graph [data-link]').length"
+        ),
         json!(10),
         "five nodes, ten links"
     );
 
     // The control panel: pick nodes 1 and 4, click "Cut link".
-    browser.eval(
+    eval(
+        &tab,
         "document.getElementById('from').value = '1'; \
          document.getElementById('to').value = '4'; true",
     );
-    browser.click("#cut");
-    browser.wait_until(
+    tab.find_element("#cut")
+        .and_then(|cut| cut.click().map(|_| ()))
+        .expect("click Cut link");
+    wait_until(
+        &tab,
         "link 1-4 drawn cut",
         limit,
         "document.querySelector('#graph [data-link=\"1-4\"]')?.dataset.state === 'cut'",
     );
-    let states = browser.eval(
+    let states = eval(
+        &tab,
         "[...document.querySelectorAll('#graph [data-link]')].map(l => l.dataset.link + ':' + l.dataset.state).join(' ')",
     );
     println!("links after the cut: {states}");
     assert_eq!(
-        browser.eval(
+        eval(
+            &tab,
             "[...document.querySelectorAll('#graph [data-link]')].filter(l => l.dataset.state === 'cut').length"
         ),
         json!(1),
@@ -488,7 +220,7 @@ fn the_dashboard_shows_five_nodes_and_cuts_a_link_from_its_control_panel() {
         .trim_start_matches("http://")
         .trim_end_matches("/dashboard")
         .to_string();
-    let (_, faults) = http_get(&http1, "/v1/faults");
+    let (_, faults) = common::http("GET", &http1, "/v1/faults", None).expect("GET /v1/faults");
     let faults: Value = serde_json::from_str(&faults).expect("faults JSON");
     assert!(
         faults["rules"]
@@ -508,21 +240,22 @@ fn the_dashboard_shows_five_nodes_and_cuts_a_link_from_its_control_panel() {
     let mut i = 0usize;
     while started.elapsed() < Duration::from_secs(4) {
         let node = &nodes[i % nodes.len()];
-        let _ = http_post(node, "/v1/ap/default/visits/incr", r#"{"by": 1}"#);
+        let _ = common::http(
+            "POST",
+            node,
+            "/v1/ap/default/visits/incr",
+            Some(&json!({"by": 1})),
+        );
         if i.is_multiple_of(4) {
-            let body = format!(r#"{{"key": "visits", "value": "{i}"}}"#);
-            let _ = http_post(node, "/v1/cp/put", &body);
+            let body = json!({"key": "visits", "value": i.to_string()});
+            let _ = common::http("POST", node, "/v1/cp/put", Some(&body));
         }
         i += 1;
         std::thread::sleep(Duration::from_millis(40));
     }
-    let shot = browser.call(
-        "Page.captureScreenshot",
-        json!({"format": "png", "captureBeyondViewport": true}),
-    );
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot["data"].as_str().expect("screenshot data"))
-        .expect("base64 PNG");
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .expect("screenshot");
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     std::fs::write(&path, &png).expect("write the screenshot");
     println!("screenshot: {} ({} bytes)", path.display(), png.len());
@@ -530,6 +263,7 @@ fn the_dashboard_shows_five_nodes_and_cuts_a_link_from_its_control_panel() {
         std::fs::write(&copy, &png).expect("write ISLE_SCREENSHOT");
         println!("screenshot copied to {copy}");
     }
+    drop(tab);
     drop(browser);
     drop(demo);
 }
@@ -537,28 +271,60 @@ fn the_dashboard_shows_five_nodes_and_cuts_a_link_from_its_control_panel() {
 // ---------------------------------------------------------------------------------------------
 // Without a browser: the page, its event stream, and who may call the API cross-origin.
 
-/// Sends `request` (a whole HTTP/1.1 request) to `addr` and reads the answer until it contains
-/// `until` or the connection closes or 5 s pass.
-fn raw(addr: &str, request: &str, until: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    stream.write_all(request.as_bytes()).expect("send");
-    let start = Instant::now();
-    let mut answer = Vec::new();
+/// One HTTP answer: status, headers as lowercase `name: value` lines, and the body read until it
+/// contains `until` (an event stream never ends) or 5 s pass.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// Sends `method path` to `addr` with extra `headers`, following no redirect.
+fn fetch(method: &str, addr: &str, path: &str, headers: &[(&str, &str)], until: &str) -> Answer {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(()).expect("a request");
+    let mut response = agent
+        .run(request)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "{}: {}\n",
+                name.as_str(),
+                value.to_str().unwrap_or_default().to_ascii_lowercase()
+            )
+        })
+        .collect();
+    let mut reader = response.body_mut().as_reader();
+    let mut body = Vec::new();
     let mut buffer = [0u8; 4096];
-    while start.elapsed() < Duration::from_secs(5) {
-        match stream.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buffer[..n]),
-            Err(_) => {} // read timeout: look again
+    while let Ok(n) = reader.read(&mut buffer) {
+        if n == 0 {
+            break;
         }
-        if String::from_utf8_lossy(&answer).contains(until) {
+        body.extend_from_slice(&buffer[..n]);
+        if String::from_utf8_lossy(&body).contains(until) {
             break;
         }
     }
-    String::from_utf8_lossy(&answer).into_owned()
+    Answer {
+        status: response.status().as_u16(),
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 #[test]
@@ -580,37 +346,44 @@ fn every_node_serves_the_page_and_its_events_and_allows_only_member_origins() {
         }
     });
 
-    let page = raw(
-        &a,
-        &format!("GET /dashboard HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n"),
-        "</html>",
-    );
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    assert!(page.contains("<title>Isle dashboard</title>"), "{page}");
-    let root = raw(
-        &a,
-        &format!("GET / HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n"),
-        "\r\n\r\n",
-    );
+    let page = fetch("GET", &a, "/dashboard", &[], "</html>");
+    assert_eq!(page.status, 200, "{}", page.body);
     assert!(
-        root.starts_with("HTTP/1.1 307") && root.contains("location: /dashboard"),
-        "{root}"
+        page.body.contains("<title>Isle dashboard</title>"),
+        "{}",
+        page.body
+    );
+    let root = fetch("GET", &a, "/", &[], "");
+    assert!(
+        root.status == 307 && root.headers.contains("location: /dashboard"),
+        "{} {}",
+        root.status,
+        root.headers
     );
 
     // The event stream, asked cross-origin by a page served from node 2.
-    let events = raw(
+    let origin_b = format!("http://{b}");
+    let events = fetch(
+        "GET",
         &a,
-        &format!("GET /v1/dashboard/events HTTP/1.1\r\nHost: {a}\r\nOrigin: http://{b}\r\n\r\n"),
+        "/v1/dashboard/events",
+        &[("origin", &origin_b)],
         "\n\n",
     );
-    assert!(events.starts_with("HTTP/1.1 200"), "{events}");
-    assert!(events.contains("text/event-stream"), "{events}");
+    assert_eq!(events.status, 200, "{}", events.headers);
+    assert!(
+        events.headers.contains("text/event-stream"),
+        "{}",
+        events.headers
+    );
     assert!(
         events
-            .to_ascii_lowercase()
+            .headers
             .contains(&format!("access-control-allow-origin: http://{b}")),
-        "{events}"
+        "{}",
+        events.headers
     );
+    let events = events.body;
     let data = events
         .lines()
         .find_map(|l| l.strip_prefix("data: "))
@@ -625,22 +398,28 @@ fn every_node_serves_the_page_and_its_events_and_allows_only_member_origins() {
 
     // A preflight from a member origin is answered; one from any other origin is not allowed.
     let preflight = |origin: &str| {
-        raw(
+        fetch(
+            "OPTIONS",
             &a,
-            &format!(
-                "OPTIONS /v1/faults HTTP/1.1\r\nHost: {a}\r\nOrigin: {origin}\r\n\
-                 Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
-            ),
-            "\r\n\r\n",
+            "/v1/faults",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+            ],
+            "",
         )
-        .to_ascii_lowercase()
     };
-    let member = preflight(&format!("http://{b}"));
-    assert!(member.starts_with("http/1.1 204"), "{member}");
-    assert!(member.contains("access-control-allow-methods"), "{member}");
+    let member = preflight(&origin_b);
+    assert_eq!(member.status, 204, "{}", member.headers);
+    assert!(
+        member.headers.contains("access-control-allow-methods"),
+        "{}",
+        member.headers
+    );
     let stranger = preflight("http://evil.example");
     assert!(
-        !stranger.contains("access-control-allow-origin"),
-        "a foreign origin must not be allowed: {stranger}"
+        !stranger.headers.contains("access-control-allow-origin"),
+        "a foreign origin must not be allowed: {}",
+        stranger.headers
     );
 }
