@@ -173,6 +173,7 @@ fn both_sides_of_a_split_write_and_every_replica_converges_after_healing() {
         left["replicas"], right["replicas"]
     );
     put(&a, "lww", "l1", json!({"value": "earlier"}));
+    // A later wall-clock millisecond, so "later" is later by the stamps and not only by order.
     std::thread::sleep(Duration::from_millis(20));
     put(&b, "lww", "l1", json!({"value": "later"}));
     for i in 0..5 {
@@ -468,6 +469,8 @@ fn tombstones_are_dropped_only_once_every_replica_holds_them() {
     cluster.kill9(3);
     wait_cut(&cluster, &[1, 2], &[3]);
     ok("DELETE", &a, "/v1/ap/default/gone?w=quorum", None);
+    // Nothing to wait for here: the check is that nothing happens. 1.5 s is five collector
+    // intervals past the grace period.
     std::thread::sleep(Duration::from_millis(1500));
     let held = copies(&cluster, 2, "default", "gone");
     assert_eq!(
@@ -562,17 +565,23 @@ fn buckets_keep_their_own_replica_counts_and_their_trees_agree() {
             );
         }
     }
-    // Trees of different replica counts never compare with each other: after a few rounds every
-    // node is in sync and Normal (no perpetual divergence).
-    std::thread::sleep(Duration::from_secs(2));
+    // Trees of different replica counts never compare with each other: every node reaches in
+    // sync and Normal (no perpetual divergence).
     for id in 1..=3 {
-        let text = common::metrics(&cluster.http(id)).unwrap_or_default();
-        assert_eq!(
-            isle_lab::metrics::first(&text, "isle_ap_aae_in_sync"),
-            Some(1.0),
-            "node {id}"
+        let http = cluster.http(id);
+        wait_for(
+            &format!("node {id} in sync and Normal"),
+            Duration::from_secs(20),
+            || {
+                let text = common::metrics(&http)?;
+                let in_sync = isle_lab::metrics::first(&text, "isle_ap_aae_in_sync");
+                let state = common::state_of(&status(&http)?).to_string();
+                if in_sync == Some(1.0) && state == "Normal" {
+                    Ok(())
+                } else {
+                    Err(format!("in sync {in_sync:?}, state {state}"))
+                }
+            },
         );
-        let status = status(&cluster.http(id)).unwrap_or_default();
-        assert_eq!(common::state_of(&status), "Normal", "node {id}");
     }
 }

@@ -254,8 +254,14 @@ fn script(endpoints: &str) -> Vec<(String, String)> {
     );
 
     // Watch: a background watcher sees a put, a delete and another put, in order.
-    let watcher = Background::spawn(e, &["watch", "--prefix", "w"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // It watches from the next revision, so it sees the puts however late its stream starts.
+    let header: serde_json::Value =
+        serde_json::from_str(&run(e, &["get", "w", "-w", "json"], None)).expect("get -w json");
+    let next = header["header"]["revision"]
+        .as_u64()
+        .map(|r| (r + 1).to_string())
+        .expect("a revision in the header");
+    let watcher = Background::spawn(e, &["watch", "--prefix", "w", "--rev", &next]);
     run(e, &["put", "w1", "a"], None);
     run(e, &["del", "w1"], None);
     run(e, &["put", "w2", "b"], None);
