@@ -3,7 +3,9 @@
 //! waiting second locker), elect and observe, endpoint status/health — against a 3-node Isle
 //! cluster's etcd v3 gRPC API, and, when `etcd` (etcd-server) is installed, against a real
 //! single-node etcd; the answers must match once lease ids, revisions, member ids and timings
-//! are normalised. Skips (with a message) when `etcdctl` is not installed.
+//! are normalised. A second test kills two of three members of each and compares what the
+//! survivor answers (watch, endpoint status, serializable get, a put requiring a leader).
+//! Skips (with a message) when `etcdctl` is not installed, unless `CI` is set.
 
 mod common;
 
@@ -355,36 +357,63 @@ fn isle_cluster() -> (LocalCluster, String) {
 
 /// A single-node etcd on loopback ports in `dir`; returns it and its client endpoint.
 fn etcd_server(dir: &Path) -> (Background, String) {
-    let client_port = spare_port();
-    let peer_port = std::iter::repeat_with(spare_port)
-        .find(|port| *port != client_port)
-        .expect("a second spare port");
-    let client = format!("127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    let child = Command::new("etcd")
-        .args(["--name", "default", "--data-dir"])
-        .arg(dir.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &format!("http://{client}"),
-            "--advertise-client-urls",
-            &format!("http://{client}"),
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("default={peer}"),
-            "--log-level",
-            "error",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn etcd");
-    let (_, lines) = mpsc::channel();
-    (Background { child, lines }, client)
+    let (mut members, clients) = etcd_cluster(dir, 1);
+    (members.remove(0), clients[0].clone())
+}
+
+/// An etcd cluster of `n` members on loopback ports in `dir`; returns them and their client
+/// endpoints.
+fn etcd_cluster(dir: &Path, n: usize) -> (Vec<Background>, Vec<String>) {
+    let mut taken = Vec::new();
+    let mut port = || {
+        let port = std::iter::repeat_with(spare_port)
+            .find(|port| !taken.contains(port))
+            .expect("a spare port");
+        taken.push(port);
+        port
+    };
+    let members: Vec<(String, String, String)> = (1..=n)
+        .map(|i| {
+            let client = format!("127.0.0.1:{}", port());
+            let peer = format!("http://127.0.0.1:{}", port());
+            (format!("e{i}"), client, peer)
+        })
+        .collect();
+    let initial: Vec<String> = members
+        .iter()
+        .map(|(name, _, peer)| format!("{name}={peer}"))
+        .collect();
+    let children = members
+        .iter()
+        .map(|(name, client, peer)| {
+            let child = Command::new("etcd")
+                .args(["--name", name, "--data-dir"])
+                .arg(dir.join(name))
+                .args([
+                    "--listen-client-urls",
+                    &format!("http://{client}"),
+                    "--advertise-client-urls",
+                    &format!("http://{client}"),
+                    "--listen-peer-urls",
+                    peer,
+                    "--initial-advertise-peer-urls",
+                    peer,
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--log-level",
+                    "error",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn etcd");
+            let (_, lines) = mpsc::channel();
+            Background { child, lines }
+        })
+        .collect();
+    let clients = members.into_iter().map(|(_, client, _)| client).collect();
+    (children, clients)
 }
 
 fn wait_serving(endpoints: &str, what: &str) {
@@ -460,9 +489,18 @@ fn etcdctl_works_against_isle_as_against_etcd() {
     let (_etcd, client) = etcd_server(dir.path());
     wait_serving(&client, "etcd to accept a put");
     let reference = script(&client);
+    assert_same("etcdctl answers", &isle, &reference);
+    eprintln!(
+        "etcdctl: all {} steps answered the same by Isle and etcd",
+        isle.len()
+    );
+}
+
+/// Fails with every step whose answer differs between Isle and etcd.
+fn assert_same(what: &str, isle: &[(String, String)], etcd: &[(String, String)]) {
     let mismatches: Vec<String> = isle
         .iter()
-        .zip(&reference)
+        .zip(etcd)
         .filter(|(a, b)| a != b)
         .map(|((step, ours), (_, theirs))| {
             format!("step {step:?}:\n--- isle ---\n{ours}\n--- etcd ---\n{theirs}")
@@ -470,12 +508,171 @@ fn etcdctl_works_against_isle_as_against_etcd() {
         .collect();
     assert!(
         mismatches.is_empty(),
-        "etcdctl answers differ between Isle and etcd:\n{}",
+        "{what} differ between Isle and etcd:\n{}",
         mismatches.join("\n")
     );
-    assert_eq!(isle.len(), reference.len());
+    assert_eq!(isle.len(), etcd.len(), "{what}: the number of steps");
+}
+
+/// Runs `etcdctl ARGS` that must end by itself within `limit` (a watch the server cancels);
+/// returns its stdout and stderr without the client's JSON log lines.
+fn run_bounded(endpoints: &str, args: &[&str], limit: Duration) -> String {
+    let mut child = etcdctl(endpoints)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcdctl");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("etcdctl status").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return format!("etcdctl {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("etcdctl output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text.lines()
+        .filter(|line| !line.contains("\"level\""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The errors column of `etcdctl endpoint status` (the last comma-separated field).
+fn status_errors(endpoint: &str) -> Result<String, String> {
+    let output = output(endpoint, &["endpoint", "status"], None);
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.trim_end()
+        .rsplit(", ")
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no status line: {text}"))
+}
+
+/// A put sent as etcd's Go client sends it under `clientv3.WithRequireLeader` (the
+/// `hasleader` metadata); the gRPC code and message it gets.
+fn put_requiring_leader(endpoint: &str) -> String {
+    use isle_api::etcd::pb::etcdserverpb::{PutRequest, kv_client::KvClient};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .expect("an endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .expect("connect");
+        let mut request = tonic::Request::new(PutRequest {
+            key: b"k".to_vec(),
+            value: b"w".to_vec(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        match KvClient::new(channel).put(request).await {
+            Ok(_) => "applied".to_string(),
+            Err(status) => format!("{:?}: {}", status.code(), status.message()),
+        }
+    })
+}
+
+/// What the last live member of a 3-member cluster answers once the other two are gone: each
+/// step as etcd answers it (the value `k` was put while all were up).
+fn without_leader(survivor: &str) -> Vec<(String, String)> {
+    wait_for(
+        "the survivor to report that it has no leader",
+        Duration::from_secs(60),
+        || match status_errors(survivor)? {
+            errors if errors.contains("no leader") => Ok(()),
+            errors => Err(errors),
+        },
+    );
+    vec![
+        (
+            "serializable get".into(),
+            run(survivor, &["get", "k", "--consistency=s"], None),
+        ),
+        (
+            "watch (etcdctl requires a leader)".into(),
+            run_bounded(survivor, &["watch", "k"], Duration::from_secs(20)),
+        ),
+        (
+            "endpoint status errors".into(),
+            status_errors(survivor).unwrap_or_default(),
+        ),
+        (
+            "put requiring a leader (Go's WithRequireLeader)".into(),
+            put_requiring_leader(survivor),
+        ),
+    ]
+}
+
+#[test]
+fn without_a_leader_isle_answers_as_etcd_does() {
+    if !require(
+        installed("etcdctl"),
+        "etcdctl",
+        "apt-get install etcd-client",
+    ) {
+        return;
+    }
+    let (mut cluster, endpoints) = isle_cluster();
+    let _logs = cluster.logs_on_panic();
+    wait_serving(&endpoints, "Isle's gRPC API to accept a put");
+    run(&endpoints, &["put", "k", "v"], None);
+    cluster.kill9(1);
+    cluster.kill9(2);
+    let survivor = cluster.grpc(3);
+    let isle = without_leader(&survivor);
+    for (step, answer) in &isle {
+        println!("isle, {step}: {answer}");
+    }
+    // Where etcd lets a plain request run into the client's deadline, Isle refuses at once with
+    // the answer etcd gives a client that requires a leader (ARCHITECTURE.md, "Errors").
+    let plain = run_failing(&survivor, &["--command-timeout=3s", "put", "k", "w"], None);
+    assert_eq!(plain, "Error: etcdserver: no leader");
+
+    if !require(
+        installed("etcd"),
+        "etcd (the reference Isle's answers are compared with)",
+        "apt-get install etcd-server",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut members, clients) = etcd_cluster(dir.path(), 3);
+    wait_serving(&clients.join(","), "etcd to accept a put");
+    run(&clients.join(","), &["put", "k", "v"], None);
+    for member in members.iter_mut().take(2) {
+        let _ = member.child.kill();
+        let _ = member.child.wait();
+    }
+    let reference = without_leader(&clients[2]);
+    assert_same("answers without a leader", &isle, &reference);
+    let plain = run_failing(
+        &clients[2],
+        &["--command-timeout=3s", "put", "k", "w"],
+        None,
+    );
+    assert!(
+        plain.contains("deadline exceeded") || plain.contains("request timed out"),
+        "etcd's answer to a plain put without a leader: {plain}"
+    );
     eprintln!(
-        "etcdctl: all {} steps answered the same by Isle and etcd",
+        "without a leader: all {} steps answered the same by Isle and etcd; a plain put: Isle \
+         refuses at once, etcd says {plain:?}",
         isle.len()
     );
 }

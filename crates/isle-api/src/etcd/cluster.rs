@@ -1,6 +1,7 @@
 //! `etcdserverpb.Cluster` (MemberList) and `etcdserverpb.Maintenance` (Status, Alarm): enough
 //! for `etcdctl member list` and `etcdctl endpoint status/health`.
 
+use super::convert::ETCD_NO_LEADER;
 use super::rpc::cluster_server::Cluster;
 use super::rpc::maintenance_server::Maintenance;
 use super::{Etcd, Reply, VERSION, reply, rpc};
@@ -69,8 +70,10 @@ impl Maintenance for MaintenanceService {
         let raft = self.0.node.cp.raft_status();
         let me = self.0.member_id();
         let mut errors = Vec::new();
-        if raft.leader.is_none() {
-            errors.push("etcdserver: no leader".to_string());
+        // A node on a side without quorum serves no leader's writes, whatever leader id Raft
+        // last heard of: it says so as etcd does.
+        if raft.leader.is_none() || self.0.node.cp.check_quorum().is_err() {
+            errors.push(ETCD_NO_LEADER.to_string());
         }
         reply(rpc::StatusResponse {
             header: Some(self.0.header(raft.revision)),

@@ -53,7 +53,18 @@ pub fn status(err: &CpRequestError) -> Status {
 }
 
 /// etcd's `ErrGRPCNoLeader`.
-const ETCD_NO_LEADER: &str = "etcdserver: no leader";
+pub(crate) const ETCD_NO_LEADER: &str = "etcdserver: no leader";
+/// etcd's answer to a stream that requires a leader (`hasleader` metadata) when this node's side
+/// has none: `Unavailable`, a definite refusal.
+pub(crate) fn no_leader() -> Status {
+    let mut status = Status::unavailable(ETCD_NO_LEADER);
+    status.metadata_mut().insert(
+        "isle-outcome",
+        tonic::metadata::MetadataValue::from_static(isle_types::ErrorKind::Refused.name()),
+    );
+    status
+}
+
 /// etcd's `ErrGRPCTimeout`.
 const ETCD_TIMEOUT: &str = "etcdserver: request timed out";
 /// etcd's `ErrGRPCTimeoutDueToLeaderFail`.

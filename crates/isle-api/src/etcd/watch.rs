@@ -17,9 +17,12 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::convert::event_to_pb;
+use super::convert::{event_to_pb, no_leader};
 use super::rpc::watch_server::Watch;
 use super::{Etcd, Reply, reply, rpc};
+
+/// The metadata key of etcd's `WithRequireLeader`.
+const REQUIRE_LEADER_KEY: &str = "hasleader";
 
 /// Events fetched per history read; a revision with more is returned whole.
 const BATCH: usize = 1000;
@@ -49,17 +52,32 @@ impl Watch for WatchService {
         &self,
         request: tonic::Request<Streaming<rpc::WatchRequest>>,
     ) -> Reply<Self::WatchStream> {
+        // etcd's clients ask watches to end when the member loses its leader (`hasleader`
+        // metadata: Go's `WithRequireLeader`, which etcdctl's watch uses).
+        let require_leader = request
+            .metadata()
+            .get(REQUIRE_LEADER_KEY)
+            .is_some_and(|value| value == "true");
+        if require_leader && self.0.node.cp.check_quorum().is_err() {
+            return Err(no_leader());
+        }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(run(self.0.clone(), inbound, tx));
+        tokio::spawn(run(self.0.clone(), inbound, tx, require_leader));
         reply(Box::pin(ReceiverStream::new(rx)) as Outbound)
     }
 }
 
 type Sender = mpsc::Sender<Result<rpc::WatchResponse, Status>>;
 
-/// Serves one stream until the client closes it.
-async fn run(etcd: Etcd, mut inbound: Streaming<rpc::WatchRequest>, tx: Sender) {
+/// Serves one stream until the client closes it, or, when it requires a leader, until this
+/// node's side loses its quorum.
+async fn run(
+    etcd: Etcd,
+    mut inbound: Streaming<rpc::WatchRequest>,
+    tx: Sender,
+    require_leader: bool,
+) {
     let mut stream = Watches {
         etcd: etcd.clone(),
         watchers: BTreeMap::new(),
@@ -87,6 +105,10 @@ async fn run(etcd: Etcd, mut inbound: Streaming<rpc::WatchRequest>, tx: Sender) 
                 }
             }
             () = stream.tx.closed() => return,
+            _ = etcd.node.cp.quorum_lost(), if require_leader => {
+                let _ = stream.tx.send(Err(no_leader())).await;
+                return;
+            }
         }
     }
 }

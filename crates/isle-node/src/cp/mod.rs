@@ -465,8 +465,8 @@ impl Cp {
             .current_leader
     }
 
-    /// Refuses up front when this node's side holds no quorum.
-    fn check_quorum(&self) -> Result<(), CpRequestError> {
+    /// Refuses up front when this node's side holds no quorum (etcd's "no leader").
+    pub fn check_quorum(&self) -> Result<(), CpRequestError> {
         self.check_self_fence()?;
         let voters = self.membership().voters;
         let status = self.inner.status.borrow();
@@ -500,8 +500,8 @@ impl Cp {
 
     /// Completes once this node's side loses its quorum (the failure detector's verdict), so a
     /// proposal in flight is answered as soon as it can no longer commit soon, not at its
-    /// deadline.
-    async fn quorum_lost(&self) -> String {
+    /// deadline. Watches that require a leader end on it too.
+    pub async fn quorum_lost(&self) -> String {
         let mut status = self.inner.status.clone();
         loop {
             // Mark the current status seen, so `changed` waits for the next one (no spinning).
