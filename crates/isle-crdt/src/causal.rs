@@ -99,6 +99,7 @@ impl Crdt for Context {
         for (node, counter) in other.iter() {
             self.add(Dot { node, counter });
         }
+        debug_assert!(self.descends(other));
     }
 }
 
@@ -154,6 +155,8 @@ impl<V> DotKernel<V> {
 
     /// Store `value` under `dot` and mark the dot seen.
     pub fn insert(&mut self, dot: Dot, value: V) {
+        // A dot names one write: a live value is never replaced under the same dot.
+        debug_assert!(!self.entries.contains_key(&dot), "dot {dot:?} reused");
         self.context.add(dot);
         self.entries.insert(dot, value);
     }
@@ -190,6 +193,9 @@ impl<V: Clone> Crdt for DotKernel<V> {
             .retain(|dot, _| other.entries.contains_key(dot) || !other.context.covers(*dot));
         self.entries.extend(arriving);
         self.context.merge(&other.context);
+        // The join has seen all either side saw, and every live value is one it has seen.
+        debug_assert!(self.context.descends(&other.context));
+        debug_assert!(self.entries.keys().all(|dot| self.context.covers(*dot)));
     }
 }
 

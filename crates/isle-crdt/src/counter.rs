@@ -71,6 +71,19 @@ impl Crdt for PnCounter {
     fn merge(&mut self, other: &Self) {
         merge_max(&mut self.increments, &other.increments);
         merge_max(&mut self.decrements, &other.decrements);
+        // Per-node totals only grow: the join holds at least each side's.
+        debug_assert!(
+            other
+                .increments
+                .iter()
+                .all(|(n, t)| self.increments[n] >= *t)
+        );
+        debug_assert!(
+            other
+                .decrements
+                .iter()
+                .all(|(n, t)| self.decrements[n] >= *t)
+        );
     }
 }
 

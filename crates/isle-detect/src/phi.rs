@@ -160,6 +160,8 @@ impl PhiAccrual {
         let pause_ms = self.config.acceptable_pause.as_secs_f64() * 1000.0;
         let min_std_ms = self.config.min_std_dev.as_secs_f64() * 1000.0;
         let std_dev = variance.sqrt().max(min_std_ms).max(STD_DEV_FLOOR_MS);
+        // phi divides by it: the floor keeps it positive whatever the samples.
+        debug_assert!(std_dev > 0.0 && mean >= 0.0);
         (mean + pause_ms, std_dev)
     }
 }

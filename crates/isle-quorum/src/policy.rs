@@ -108,6 +108,9 @@ pub struct Verdict {
 impl Verdict {
     fn new(policy: Policy, have: u64, total: u64) -> Self {
         let need = more_than_half(total);
+        // Two disjoint sides can never both hold: need is a strict majority of the total.
+        assert!(have <= total, "{have} of {total} reachable");
+        assert!(need * 2 > total, "need {need} of {total} is no majority");
         Verdict {
             held: have >= need,
             policy,

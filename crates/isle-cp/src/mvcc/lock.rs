@@ -72,7 +72,10 @@ impl Locks {
             return;
         };
         if let Some(highest) = self.highest_granted.get_mut(name) {
-            *highest = (*highest).max(owner.token);
+            let was = *highest;
+            *highest = was.max(owner.token);
+            // Fencing tokens only grow.
+            assert!(*highest >= was && *highest >= owner.token);
         }
     }
 

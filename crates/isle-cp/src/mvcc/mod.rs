@@ -88,6 +88,23 @@ impl StateMachine {
         now_unix_ms: u64,
     ) -> Result<Response, CpError> {
         self.advance(log_index)?;
+        let before = (self.store.revision, self.store.compact_revision);
+        let outcome = self.apply_advanced(command, now_unix_ms);
+        // A command moves the revision by at most one (a transaction is one revision), and only
+        // when it succeeds; the compaction point never passes the revision.
+        let after = (self.store.revision, self.store.compact_revision);
+        assert!(
+            after.0 == before.0 || (after.0 == before.0 + 1 && outcome.is_ok()),
+            "revision {} -> {} applying index {log_index} ({outcome:?})",
+            before.0,
+            after.0
+        );
+        assert!(before.1 <= after.1 && after.1 <= after.0);
+        outcome
+    }
+
+    /// [`StateMachine::apply`] once the log index is consumed.
+    fn apply_advanced(&mut self, command: Command, now_unix_ms: u64) -> Result<Response, CpError> {
         validate::request_id(command.request_id.as_ref())?;
         self.dedup.purge_expired(&self.config, now_unix_ms);
         let Command {

@@ -145,6 +145,12 @@ impl Store {
 
     /// Opens a write at the next revision.
     pub(crate) fn begin(&self) -> WriteCtx {
+        assert!(
+            self.compact_revision <= self.revision,
+            "compaction point {} past the revision {}",
+            self.compact_revision,
+            self.revision
+        );
         WriteCtx {
             main: self.revision + 1,
             next_sub: 0,
@@ -154,6 +160,12 @@ impl Store {
 
     /// Closes a write: the revision moves by one iff something was written.
     pub(crate) fn commit(&mut self, ctx: &WriteCtx) {
+        // One write, at most one revision: the context was opened at the next one.
+        assert_eq!(
+            ctx.main,
+            self.revision + 1,
+            "a write context outlived a commit"
+        );
         if ctx.next_sub > 0 {
             self.revision = ctx.main;
         }
@@ -173,6 +185,13 @@ impl Store {
             Some(kv) => (kv.create_revision, kv.version + 1),
             None => (revision.main, 1),
         };
+        // A key is created no later than it is modified, and every put bumps its version.
+        assert!(create_revision <= revision.main && version >= 1);
+        assert!(
+            previous
+                .as_ref()
+                .is_none_or(|kv| kv.mod_revision < revision.main || kv.mod_revision == ctx.main)
+        );
         let stored = Stored {
             create_revision,
             version,
@@ -201,7 +220,9 @@ impl Store {
     }
 
     fn record(&mut self, ctx: &mut WriteCtx, key: Vec<u8>, revision: Revision, entry: Entry) {
-        self.by_revision.insert(revision, key.clone());
+        // Entries never change once written: every position is used once.
+        let earlier = self.by_revision.insert(revision, key.clone());
+        assert!(earlier.is_none(), "revision {revision:?} written twice");
         self.history
             .entry(key.clone())
             .or_default()
@@ -213,6 +234,12 @@ impl Store {
     /// value still visible at `revision`). Entries at or above `revision` stay, so watches
     /// from `revision` miss nothing and keep their `prev_kv`.
     pub(crate) fn compact(&mut self, revision: i64) {
+        assert!(
+            self.compact_revision < revision && revision <= self.revision,
+            "compaction to {revision} outside ({}, {}]",
+            self.compact_revision,
+            self.revision
+        );
         let bound = Revision {
             main: revision,
             sub: 0,
@@ -275,6 +302,7 @@ mod tests {
             "the delete at 5 stays for watchers, with its prev_kv"
         );
         assert_eq!(store.by_revision.len(), 1);
+        put(&mut store, b"c", b"1"); // 6
         store.compact(6);
         assert!(!store.history.contains_key(b"b".as_slice()));
     }
