@@ -43,13 +43,14 @@ fn operation(op: &Operation) -> chaos::Operation {
             local: false,
         },
         // A delete whose read was never seen may have covered anything written before it
-        // completed: what isle-chaos calls a local delete.
+        // completed.
         ApOp::Delete {
             covers,
             covers_unknown,
         } => chaos::Op::ApDelete {
             covers: covers.clone(),
-            local: *covers_unknown,
+            local: false,
+            covers_unknown: *covers_unknown,
         },
         ApOp::Incr { by } => chaos::Op::Incr(*by),
         ApOp::SetAdd { member } => chaos::Op::SetAdd(member.clone()),
@@ -73,6 +74,7 @@ fn operation(op: &Operation) -> chaos::Operation {
         key: format!("{}/{}", op.bucket, op.key),
         op: what,
         request_id: op.request_id.clone(),
+        level: op.level.clone(),
         invoke: op.invoke_ns,
         complete: op.complete_ns,
         outcome,

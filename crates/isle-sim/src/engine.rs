@@ -478,6 +478,7 @@ impl Engine {
                     key: request.key().to_string(),
                     op: request.op(),
                     request_id: None,
+                    level: None,
                     invoke: flight.invoke_ns,
                     complete: complete_ns,
                     outcome: done.outcome,
