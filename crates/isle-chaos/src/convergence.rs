@@ -9,15 +9,20 @@
 //! engine must record AP `Unavailable` answers as indeterminate: such a write may have reached
 //! some replicas).
 //!
-//! The rules, per key type (the type is what the key's operations make it):
-//! - **All replicas equal.** Otherwise each distinct value is also checked on its own.
+//! The rules on the copies themselves ([`copies`]): the primary replicas hold equal copies
+//! (equal values, and equal digests where the engine reads them; a replica with no copy differs
+//! from one holding a tombstone), otherwise each distinct value is also checked on its own; a key
+//! with an acknowledged mutation is held by some primary; no copy holds one written value as two
+//! siblings. On reads ([`reads`]): what an acknowledged read returned was written.
+//!
+//! The rules on the value, per key type (the type is what the key's operations make it):
 //! - **Plain values, `siblings`.** The client records, with each write or delete, the values its
 //!   causal context covered (`covers`: what it had read). A value must be present if an
 //!   acknowledged write wrote it and no write or delete that may have applied covered it (a
 //!   `local` one, sent without a context, may have covered anything written before it
-//!   completed); may be present only if a write that may have applied wrote it; and must be
-//!   absent if an
-//!   acknowledged write or delete covered it and only one operation ever wrote it (one dot — a
+//!   completed; a delete sent with the context of a read the client never saw, anything
+//!   written before the client gave up); may be present only if a write that may have applied
+//!   wrote it; and must be absent if an acknowledged write or delete covered it and only one operation ever wrote it (one dot — a
 //!   covered dot never comes back, so this is "deleted stays deleted").
 //! - **Plain values, `lww`.** When acknowledgements carry their hybrid timestamps: the value is
 //!   that of the acknowledged write or delete with the greatest timestamp, or of an
@@ -39,34 +44,15 @@
 //! is checked only through covered deletes. Keys whose operations give them two types are
 //! reported as undecided.
 
+mod copies;
+mod reads;
+
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+pub use copies::{FinalCopy, FinalState};
 
 use crate::history::{ApValue, History, MergeRule, Op, Operation, Outcome, Ret, Stamp, Value};
 use crate::verdict::Verdict;
-
-/// The final read of every replica: key → replica (node) → value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FinalState {
-    /// Per key, per replica.
-    pub keys: BTreeMap<String, BTreeMap<String, ApValue>>,
-}
-
-impl FinalState {
-    /// An empty state.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Records what `replica` holds for `key`.
-    pub fn insert(&mut self, key: impl Into<String>, replica: impl Into<String>, value: ApValue) {
-        self.keys
-            .entry(key.into())
-            .or_default()
-            .insert(replica.into(), value);
-    }
-}
 
 /// Whether an operation took effect, as far as the client knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,10 +97,16 @@ pub fn check(
     final_state: &FinalState,
 ) -> Verdict {
     let mut verdict = Verdict::new("convergence");
-    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_key: BTreeMap<&str, KeyOps> = BTreeMap::new();
     for (id, op) in history.ops.iter().enumerate() {
-        if op.op.keyspace() == crate::history::Keyspace::Ap && op.op.is_mutation() {
-            by_key.entry(&op.key).or_default().push(id);
+        if op.op.keyspace() != crate::history::Keyspace::Ap {
+            continue;
+        }
+        let entry = by_key.entry(&op.key).or_default();
+        if op.op.is_mutation() {
+            entry.mutations.push(id);
+        } else if op.outcome.is_ok() {
+            entry.reads.push(id);
         }
     }
     let keys: BTreeSet<&str> = by_key
@@ -123,58 +115,12 @@ pub fn check(
         .chain(final_state.keys.keys().map(String::as_str))
         .collect();
     let mut diverged = 0;
+    let none = KeyOps::default();
     for key in &keys {
-        let ids = by_key.get(key).map(Vec::as_slice).unwrap_or(&[]);
-        let ops = logical(history, ids);
-        let Some(replicas) = final_state.keys.get(*key).filter(|r| !r.is_empty()) else {
-            if ops.iter().any(|op| op.applied == Applied::Yes) {
-                verdict.undecided(format!("key {key:?}: no replica was read after the heal"));
-            }
-            continue;
-        };
-        // Distinct values and who holds them.
-        let mut values: Vec<(&ApValue, Vec<&str>)> = Vec::new();
-        for (replica, value) in replicas {
-            match values.iter_mut().find(|(v, _)| *v == value) {
-                Some((_, holders)) => holders.push(replica),
-                None => values.push((value, vec![replica])),
-            }
-        }
-        if values.len() > 1 {
+        let ids = by_key.get(key).unwrap_or(&none);
+        let copies = final_state.keys.get(*key);
+        if check_key(history, rules, key, ids, copies, &mut verdict) {
             diverged += 1;
-            verdict.violation(
-                Some(key),
-                format!(
-                    "replicas differ after the heal: {} distinct values on {} replicas",
-                    values.len(),
-                    replicas.len()
-                ),
-                replicas
-                    .iter()
-                    .map(|(replica, value)| format!("{replica}: {value}"))
-                    .collect(),
-            );
-        }
-        let types: BTreeSet<KeyType> = ops.iter().filter_map(|op| key_type(&op.op.op)).collect();
-        if types.len() > 1 {
-            verdict.undecided(format!(
-                "key {key:?}: operations of several types ({types:?}); merge rules not checked"
-            ));
-            continue;
-        }
-        let kind = types.into_iter().next().unwrap_or(KeyType::Plain);
-        for (value, holders) in &values {
-            let problems = match kind {
-                KeyType::Plain => plain(&ops, rules, value, &mut verdict, key),
-                KeyType::Counter => counter(&ops, value, &mut verdict, key),
-                KeyType::Set => set(&ops, value),
-                KeyType::Map => map(&ops, value, &mut verdict, key),
-            };
-            for (message, story) in problems {
-                let mut lines = vec![format!("held by {}: {value}", holders.join(", "))];
-                lines.extend(story);
-                verdict.violation(Some(key), message, lines);
-            }
         }
     }
     verdict.note(format!(
@@ -186,6 +132,63 @@ pub fn check(
     verdict.notes.dedup();
     verdict.undecided.dedup();
     verdict
+}
+
+/// A key's operations: ids of mutations, and of acknowledged reads.
+#[derive(Default)]
+struct KeyOps {
+    mutations: Vec<usize>,
+    reads: Vec<usize>,
+}
+
+/// Checks one key; returns whether its replicas diverged.
+fn check_key(
+    history: &History,
+    rules: &BTreeMap<String, MergeRule>,
+    key: &str,
+    ids: &KeyOps,
+    copies: Option<&BTreeMap<String, FinalCopy>>,
+    verdict: &mut Verdict,
+) -> bool {
+    let ops = logical(history, &ids.mutations);
+    let types: BTreeSet<KeyType> = ops.iter().filter_map(|op| key_type(&op.op.op)).collect();
+    let kind = match types.len() {
+        0 | 1 => Some(types.iter().next().copied().unwrap_or(KeyType::Plain)),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        reads::check(history, key, &ids.reads, &ops, kind, verdict);
+    }
+    let acknowledged = ops.iter().any(|op| op.applied == Applied::Yes);
+    let held = copies
+        .filter(|c| !c.is_empty())
+        .and_then(|copies| copies::check(key, copies, acknowledged, verdict));
+    let Some(held) = held else {
+        if acknowledged {
+            verdict.undecided(format!("key {key:?}: no replica was read after the heal"));
+        }
+        return false;
+    };
+    let Some(kind) = kind else {
+        verdict.undecided(format!(
+            "key {key:?}: operations of several types ({types:?}); merge rules not checked"
+        ));
+        return held.diverged;
+    };
+    for (value, holders) in &held.values {
+        let problems = match kind {
+            KeyType::Plain => plain(&ops, rules, value, verdict, key),
+            KeyType::Counter => counter(&ops, value, verdict, key),
+            KeyType::Set => set(&ops, value),
+            KeyType::Map => map(&ops, value, verdict, key),
+        };
+        for (message, story) in problems {
+            let mut lines = vec![format!("held by {}: {value}", holders.join(", "))];
+            lines.extend(story);
+            verdict.violation(Some(key), message, lines);
+        }
+    }
+    held.diverged
 }
 
 fn key_type(op: &Op) -> Option<KeyType> {
@@ -331,12 +334,27 @@ fn siblings(ops: &[Logical], held: &BTreeSet<&Value>) -> Problems {
             }
         }
     }
-    // A local write or delete may have covered any write invoked before it completed.
+    // A local write or delete may have covered any write invoked before it completed; a
+    // delete sent with an unseen read's context, any write invoked before its client gave up.
     let locals: Vec<&Logical> = ops.iter().filter(|op| is_local(&op.op.op)).collect();
+    let unseen: Vec<&Logical> = ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.op.op,
+                Op::ApDelete {
+                    covers_unknown: true,
+                    ..
+                }
+            )
+        })
+        .collect();
     let maybe_replaced = |write: &Logical| {
         locals.iter().any(|local| {
             local.id != write.id && local.done().is_none_or(|done| write.op.invoke <= done)
-        })
+        }) || unseen
+            .iter()
+            .any(|delete| write.op.invoke <= delete.op.complete)
     };
     // Required: acknowledged, and covered by nothing that may have applied.
     for (value, ws) in &writers {

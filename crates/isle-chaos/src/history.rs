@@ -197,6 +197,11 @@ pub enum Op {
         /// Sent without a context, deleting whatever the coordinator holds (Redis `DEL`).
         #[serde(default, skip_serializing_if = "is_false")]
         local: bool,
+        /// Sent with the context of a read whose answer the client never learned (it was cut
+        /// off): the read came before the client gave up, so the delete may have covered any
+        /// value whose write was invoked before the operation's `complete`, and no later one.
+        #[serde(default, skip_serializing_if = "is_false")]
+        covers_unknown: bool,
     },
     /// AP: add `n` (signed) to a counter. Returns [`Ret::Ack`].
     Incr(i64),
@@ -275,11 +280,20 @@ impl fmt::Display for Op {
                 covering(covers),
                 if *local { " (local)" } else { "" }
             ),
-            Op::ApDelete { covers, local } => write!(
+            Op::ApDelete {
+                covers,
+                local,
+                covers_unknown,
+            } => write!(
                 f,
-                "ap delete{}{}",
+                "ap delete{}{}{}",
                 covering(covers),
-                if *local { " (local)" } else { "" }
+                if *local { " (local)" } else { "" },
+                if *covers_unknown {
+                    " (covering what an unseen read returned)"
+                } else {
+                    ""
+                }
             ),
             Op::Incr(n) => write!(f, "incr {n:+}"),
             Op::SetAdd(member) => write!(f, "set add {member:?}"),
@@ -374,6 +388,9 @@ pub struct Operation {
     /// Shared by every retry of one logical request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The consistency level asked for (an AP write's `one`, `quorum`, ...), for reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
     /// When the client sent it.
     pub invoke: Time,
     /// When the client learned the outcome (or, if indeterminate, gave up).
@@ -386,7 +403,7 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// An operation with no node, request id or error.
+    /// An operation with no node, request id, level or error.
     pub fn new(
         process: ProcessId,
         key: impl Into<String>,
@@ -401,6 +418,7 @@ impl Operation {
             key: key.into(),
             op,
             request_id: None,
+            level: None,
             invoke,
             complete,
             outcome,
@@ -417,6 +435,12 @@ impl Operation {
     /// Sets the request id shared by retries.
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());
+        self
+    }
+
+    /// Sets the consistency level asked for.
+    pub fn at_level(mut self, level: impl Into<String>) -> Self {
+        self.level = Some(level.into());
         self
     }
 
@@ -498,6 +522,28 @@ impl History {
         self.ops.is_empty()
     }
 
+    /// How many operations on `keyspace` ended each way.
+    pub fn outcome_counts(&self, keyspace: Keyspace) -> OutcomeCounts {
+        let mut counts = OutcomeCounts::default();
+        for op in self.ops.iter().filter(|op| op.op.keyspace() == keyspace) {
+            match op.outcome {
+                Outcome::Ok(_) => counts.ok += 1,
+                Outcome::Fail => counts.fail += 1,
+                Outcome::Indeterminate => counts.indeterminate += 1,
+            }
+        }
+        counts
+    }
+
+    /// The operations on `keyspace` (ids renumbered), for checkers of one keyspace.
+    pub fn of_keyspace(&self, keyspace: Keyspace) -> History {
+        self.ops
+            .iter()
+            .filter(|op| op.op.keyspace() == keyspace)
+            .cloned()
+            .collect()
+    }
+
     /// The keys touched, sorted.
     pub fn keys(&self) -> BTreeSet<&str> {
         self.ops.iter().map(|op| op.key.as_str()).collect()
@@ -557,6 +603,23 @@ impl History {
             history.push(op);
         }
         Ok(history)
+    }
+}
+
+/// How many operations ended each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Acknowledged.
+    pub ok: usize,
+    /// Definitely refused.
+    pub fail: usize,
+    /// Unknown.
+    pub indeterminate: usize,
+}
+
+impl fmt::Display for OutcomeCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.ok, self.fail, self.indeterminate)
     }
 }
 
@@ -756,6 +819,41 @@ mod tests {
             first,
             r#"{"process":1,"key":"x","op":{"write":"a"},"invoke":10,"complete":20,"outcome":{"ok":"ack"}}"#
         );
+    }
+
+    #[test]
+    fn counts_and_keyspaces() {
+        let history = sample();
+        let cp = history.outcome_counts(Keyspace::Cp);
+        assert_eq!((cp.ok, cp.fail, cp.indeterminate), (1, 1, 1));
+        assert_eq!(history.outcome_counts(Keyspace::Ap).to_string(), "0/0/1");
+        let ap = history.of_keyspace(Keyspace::Ap);
+        assert_eq!(ap.len(), 1);
+        assert_eq!(ap.ops[0].key, "s");
+    }
+
+    #[test]
+    fn levels_and_unseen_covers_round_trip() {
+        let op = Operation::new(
+            1,
+            "k",
+            Op::ApDelete {
+                covers: Vec::new(),
+                local: false,
+                covers_unknown: true,
+            },
+            1,
+            2,
+            Outcome::Indeterminate,
+        )
+        .at_level("one");
+        let history: History = [op].into_iter().collect();
+        let text = history.to_jsonl().unwrap();
+        assert_eq!(
+            text.trim_end(),
+            r#"{"process":1,"key":"k","op":{"ap_delete":{"covers_unknown":true}},"level":"one","invoke":1,"complete":2,"outcome":"indeterminate"}"#
+        );
+        assert_eq!(History::from_jsonl(&text).unwrap(), history);
     }
 
     #[test]

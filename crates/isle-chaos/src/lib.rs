@@ -24,7 +24,9 @@
 //!   timeouts) can take seconds, and past a budget the key is undecided.
 //! - [`fencing`]: tokens unique and growing in real time per lock; no fenced write accepted
 //!   after a larger token was known to exist.
-//! - [`convergence`]: after the heal, all replicas equal, and the value keeps every acknowledged
+//! - [`convergence`]: after the heal, all primary replicas hold equal copies (value and, where
+//!   read, digest), an acknowledged key is held somewhere, no copy holds one write as two
+//!   siblings, reads returned only written values, and the value keeps every acknowledged
 //!   write under its merge rule (`siblings` via the contexts clients wrote with, `lww` via the
 //!   acknowledged timestamps, counters within the acknowledged sum plus the indeterminate
 //!   increments, add-wins sets, maps of counters), with deletes not resurrected. Causality is
@@ -44,7 +46,7 @@ pub mod linear;
 pub mod verdict;
 
 pub use history::{
-    ApValue, History, Keyspace, MergeRule, Op, Operation, Outcome, ProcessId, Recorder, Ret, Stamp,
-    Time, Value,
+    ApValue, History, Keyspace, MergeRule, Op, Operation, Outcome, OutcomeCounts, ProcessId,
+    Recorder, Ret, Stamp, Time, Value,
 };
 pub use verdict::{Status, Verdict, Violation};

@@ -1,110 +1,17 @@
-//! The run in `isle-chaos`'s terms — its history format (JSON lines), the final state of every
-//! primary replica — and that crate's checkers on it: AP convergence and merge rules,
-//! availability per nemesis window and node, CP linearizability and fencing; plus "the
-//! minority refuses CP writes", judged from the nemeses in force.
+//! `isle-chaos`'s checkers on a run — AP convergence and merge rules (with the final copies of
+//! every replica), availability per nemesis window and node, CP linearizability and fencing —
+//! plus "the minority refuses CP writes", judged from the nemeses in force.
 //!
-//! Keys are `bucket/key`; times are simulated nanoseconds; nodes are `n1`, `n2`, ...
+//! The run records in `isle-chaos`'s model directly (see [`crate::record`]): keys are
+//! `bucket/key`; times are simulated nanoseconds; nodes are `n1`, `n2`, ...
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use isle_chaos::availability::{self, Availability, Window};
-use isle_chaos::convergence::{self, FinalState};
-use isle_chaos::history as chaos;
-use isle_chaos::{MergeRule, Verdict};
+use isle_chaos::{Keyspace, MergeRule, Verdict};
 
 use crate::engine::Run;
-use crate::history::{ApOp, ApValue, History, Operation, Outcome, Ret, Stamp};
 use crate::nemesis::{Effects, Nemesis};
-
-fn value(value: &ApValue) -> chaos::ApValue {
-    match value {
-        ApValue::Absent => chaos::ApValue::Absent,
-        ApValue::Values(values) => chaos::ApValue::Values(values.clone()),
-        ApValue::Counter(n) => chaos::ApValue::Counter(*n),
-        ApValue::Set(members) => chaos::ApValue::Set(members.clone()),
-        ApValue::Map(fields) => chaos::ApValue::Map(fields.clone()),
-    }
-}
-
-fn stamp(stamp: &Stamp) -> chaos::Stamp {
-    chaos::Stamp {
-        physical_ms: stamp.physical_ms,
-        logical: stamp.logical,
-        node: stamp.node,
-    }
-}
-
-fn operation(op: &Operation) -> chaos::Operation {
-    let what = match &op.op {
-        ApOp::Write { value } => chaos::Op::ApWrite {
-            bucket: op.bucket.clone(),
-            value: value.clone(),
-            covers: Vec::new(),
-            local: false,
-        },
-        // A delete whose read was never seen may have covered anything written before it
-        // completed: what isle-chaos calls a local delete.
-        ApOp::Delete {
-            covers,
-            covers_unknown,
-        } => chaos::Op::ApDelete {
-            covers: covers.clone(),
-            local: *covers_unknown,
-        },
-        ApOp::Incr { by } => chaos::Op::Incr(*by),
-        ApOp::SetAdd { member } => chaos::Op::SetAdd(member.clone()),
-        ApOp::SetRemove { member } => chaos::Op::SetRemove(member.clone()),
-        ApOp::MapIncr { field, by } => chaos::Op::MapIncr {
-            field: field.clone(),
-            n: *by,
-        },
-        ApOp::Read => chaos::Op::ApRead,
-    };
-    let outcome = match &op.outcome {
-        Outcome::Ok(Ret::Ack) => chaos::Outcome::Ok(chaos::Ret::Ack),
-        Outcome::Ok(Ret::Stamp(s)) => chaos::Outcome::Ok(chaos::Ret::Stamp(stamp(s))),
-        Outcome::Ok(Ret::Read(v)) => chaos::Outcome::Ok(chaos::Ret::Ap(value(v))),
-        Outcome::Fail => chaos::Outcome::Fail,
-        Outcome::Indeterminate => chaos::Outcome::Indeterminate,
-    };
-    chaos::Operation {
-        process: op.process,
-        node: Some(format!("n{}", op.node)),
-        key: format!("{}/{}", op.bucket, op.key),
-        op: what,
-        request_id: op.request_id.clone(),
-        invoke: op.invoke_ns,
-        complete: op.complete_ns,
-        outcome,
-        error: op.error.clone(),
-    }
-}
-
-/// The whole history (AP operations, then CP ones) in `isle-chaos`'s format.
-pub fn history(history: &History) -> chaos::History {
-    history
-        .ops
-        .iter()
-        .map(operation)
-        .chain(history.cp.iter().cloned())
-        .collect()
-}
-
-/// What every primary replica of every key held at the end (a primary with no copy reads as
-/// absent).
-pub fn final_state(history: &History) -> FinalState {
-    let mut state = FinalState::new();
-    for (key, copies) in &history.finals {
-        for copy in copies.iter().filter(|c| c.primary) {
-            let held = copy
-                .copy
-                .as_ref()
-                .map_or(chaos::ApValue::Absent, |(v, _)| value(v));
-            state.insert(key.clone(), format!("n{}", copy.node), held);
-        }
-    }
-    state
-}
 
 /// Each bucket's merge rule.
 pub fn rules(run: &Run) -> BTreeMap<String, MergeRule> {
@@ -124,20 +31,16 @@ pub fn rules(run: &Run) -> BTreeMap<String, MergeRule> {
 
 /// `isle-chaos`'s convergence checker on the run.
 pub fn convergence(run: &Run) -> Verdict {
-    convergence::check(
-        &history(&run.history),
-        &rules(run),
-        &final_state(&run.history),
-    )
+    isle_chaos::convergence::check(&run.history, &rules(run), &run.finals)
 }
 
 /// Availability per nemesis window (each start to its stop, numbered in start order), per
 /// node, and after the final heal.
 pub fn availability(run: &Run) -> Vec<Availability> {
     let mut windows = Vec::new();
-    let mut open: Vec<(usize, &crate::nemesis::Nemesis, u64)> = Vec::new();
+    let mut open: Vec<(usize, &Nemesis, u64)> = Vec::new();
     let mut started = 0;
-    for event in &run.history.nemeses {
+    for event in &run.nemeses {
         if event.start {
             started += 1;
             open.push((started, &event.nemesis, event.at_ns));
@@ -154,27 +57,20 @@ pub fn availability(run: &Run) -> Vec<Availability> {
     let end_ns = run.figures.sim_ms.saturating_mul(1_000_000);
     windows.push(Window::new("after heal", heal_ns, end_ns));
     availability::figures(
-        &history(&run.history),
+        &run.history,
         &windows,
         &BTreeMap::<String, BTreeSet<String>>::new(),
     )
 }
 
-/// The CP operations in `isle-chaos`'s format.
-pub fn cp_history(history: &History) -> chaos::History {
-    chaos::History {
-        ops: history.cp.clone(),
-    }
-}
-
 /// `isle-chaos`'s linearizability checker on the CP registers.
 pub fn linearizability(run: &Run) -> Verdict {
-    isle_chaos::linear::check(&cp_history(&run.history))
+    isle_chaos::linear::check(&run.history.of_keyspace(Keyspace::Cp))
 }
 
 /// `isle-chaos`'s fencing checker on the CP locks and fenced writes.
 pub fn fencing(run: &Run) -> Verdict {
-    isle_chaos::fencing::check(&cp_history(&run.history))
+    isle_chaos::fencing::check(&run.history.of_keyspace(Keyspace::Cp))
 }
 
 /// The nemesis effects in force over time: `(from_ns, effects)`, in time order, each lasting
@@ -183,7 +79,7 @@ fn effects_timeline(run: &Run) -> Vec<(u64, Effects)> {
     let n = run.config.nodes;
     let mut active: Vec<&Nemesis> = Vec::new();
     let mut timeline = vec![(0, Effects::default())];
-    for event in &run.history.nemeses {
+    for event in &run.nemeses {
         if event.nemesis.is_instant() {
             continue;
         }
@@ -229,8 +125,9 @@ pub fn minority_writes(run: &Run) -> Verdict {
     let n = run.config.nodes;
     let timeline = effects_timeline(run);
     let mut checked = 0;
-    for op in &run.history.cp {
-        if !op.op.is_mutation() || !matches!(op.outcome, chaos::Outcome::Ok(_)) {
+    for op in &run.history.ops {
+        let cp = op.op.keyspace() == Keyspace::Cp;
+        if !cp || !op.op.is_mutation() || !op.outcome.is_ok() {
             continue;
         }
         let Some(node) = op

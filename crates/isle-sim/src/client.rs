@@ -2,10 +2,11 @@
 //! coordinator in-process (what the HTTP and RESP handlers call), so no client network is
 //! simulated, and turns the answer into a history outcome.
 
-use isle_ap::{ApError, Op, ReadOptions, WriteContext, WriteOptions};
+use isle_ap::{ApError, ReadOptions, WriteContext, WriteOptions};
+use isle_chaos::{ApValue, Op, Outcome, Ret};
 use isle_node::ap::Ap;
 
-use crate::history::{ApOp, ApValue, Outcome, Ret};
+use crate::record::{ap_value, stamp};
 use crate::workload::Request;
 
 /// What came of one request, as the client saw it.
@@ -14,7 +15,7 @@ pub struct Done {
     /// The outcome.
     pub outcome: Outcome,
     /// The operation as it finally reads (a delete's `covers` filled in from its read).
-    pub op: ApOp,
+    pub op: Op,
     /// The error, if any.
     pub error: Option<String>,
 }
@@ -28,11 +29,24 @@ fn mutation_outcome(error: &ApError) -> Outcome {
     }
 }
 
-fn failed(op: ApOp, outcome: Outcome, error: &ApError) -> Done {
+fn failed(op: Op, outcome: Outcome, error: &ApError) -> Done {
     Done {
         outcome,
         op,
         error: Some(error.to_string()),
+    }
+}
+
+/// The operation as recorded when its client was cut off before the answer: a delete's read
+/// may have answered unseen, so what it covered is unknown.
+pub fn cut_off(op: Op) -> Op {
+    match op {
+        Op::ApDelete { covers, local, .. } => Op::ApDelete {
+            covers,
+            local,
+            covers_unknown: true,
+        },
+        other => other,
     }
 }
 
@@ -51,10 +65,10 @@ pub async fn execute(ap: &Ap, request: Request) -> Done {
         strict: false,
     };
     let node_op = match &op {
-        ApOp::Read => {
+        Op::ApRead => {
             return match ap.get(&bucket, key_bytes, ReadOptions::default()).await {
                 Ok(reply) => Done {
-                    outcome: Outcome::Ok(Ret::Read(ApValue::from_value(&reply.value))),
+                    outcome: Outcome::Ok(Ret::Ap(ap_value(&reply.value))),
                     op,
                     error: None,
                 },
@@ -62,44 +76,59 @@ pub async fn execute(ap: &Ap, request: Request) -> Done {
                 Err(error) => failed(op, Outcome::Fail, &error),
             };
         }
-        ApOp::Delete { .. } => {
+        Op::ApDelete { .. } => {
             let read = match ap.get(&bucket, key_bytes, ReadOptions::default()).await {
                 Ok(read) => read,
                 Err(error) => return failed(op, Outcome::Fail, &error),
             };
-            let covers = ApValue::from_value(&read.value)
-                .values()
-                .into_iter()
-                .collect();
-            let op = ApOp::Delete {
+            let covers = match ap_value(&read.value) {
+                ApValue::Values(values) => values.into_iter().collect(),
+                _ => Vec::new(),
+            };
+            let op = Op::ApDelete {
                 covers,
+                local: false,
                 covers_unknown: false,
             };
-            let node_op = Op::Delete {
+            let node_op = isle_ap::Op::Delete {
                 context: WriteContext::Observed(read.context),
             };
             return apply(ap, &bucket, key_bytes, op, node_op, write).await;
         }
-        ApOp::Write { value } => Op::Put {
+        Op::ApWrite { value, .. } => isle_ap::Op::Put {
             value: value.clone().into_bytes(),
             context: WriteContext::Blind,
         },
-        ApOp::Incr { by } => Op::Incr {
+        Op::Incr(by) => isle_ap::Op::Incr {
             by: *by,
             request_id: request_id.clone(),
         },
-        ApOp::SetAdd { member } => Op::SetAdd {
+        Op::SetAdd(member) => isle_ap::Op::SetAdd {
             members: vec![member.clone().into_bytes()],
         },
-        ApOp::SetRemove { member } => Op::SetRemove {
+        Op::SetRemove(member) => isle_ap::Op::SetRemove {
             members: vec![member.clone().into_bytes()],
         },
-        ApOp::MapIncr { field, by } => Op::MapUpdate {
+        Op::MapIncr { field, n } => isle_ap::Op::MapUpdate {
             set: Vec::new(),
-            incr: vec![(field.clone().into_bytes(), *by)],
+            incr: vec![(field.clone().into_bytes(), *n)],
             remove: Vec::new(),
             request_id: request_id.clone(),
         },
+        // The AP workload draws AP operations only; anything else is refused unsent.
+        Op::Read
+        | Op::Write(_)
+        | Op::Cas { .. }
+        | Op::Delete
+        | Op::Acquire { .. }
+        | Op::Release { .. }
+        | Op::FencedWrite { .. } => {
+            return Done {
+                outcome: Outcome::Fail,
+                op,
+                error: Some("not an AP operation".into()),
+            };
+        }
     };
     apply(ap, &bucket, key_bytes, op, node_op, write).await
 }
@@ -108,14 +137,14 @@ async fn apply(
     ap: &Ap,
     bucket: &str,
     key: &[u8],
-    op: ApOp,
-    node_op: Op,
+    op: Op,
+    node_op: isle_ap::Op,
     options: WriteOptions,
 ) -> Done {
     match ap.apply(bucket, key, node_op, options).await {
         Ok(reply) => Done {
             outcome: Outcome::Ok(match reply.stamp {
-                Some(stamp) if reply.rule == isle_ap::Rule::Lww => Ret::Stamp(stamp.into()),
+                Some(s) if reply.rule == isle_ap::Rule::Lww => Ret::Stamp(stamp(s)),
                 _ => Ret::Ack,
             }),
             op,

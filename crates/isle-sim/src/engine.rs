@@ -38,15 +38,16 @@ use isle_storage::RedbStore;
 use isle_types::NodeId;
 use tokio::sync::mpsc;
 
-use isle_chaos::history as chaos;
+use isle_chaos::convergence::{FinalCopy, FinalState};
+use isle_chaos::{History, Op, Operation, Outcome};
 
 use crate::client::{self, Done};
 use crate::clock::{SimClock, Skew};
 use crate::config::{Bug, SimConfig};
 use crate::cp::{CpDone, CpRequest, CpWorkload, CpWorkloadConfig};
-use crate::history::{ApOp, ApValue, FinalCopy, History, NemesisEvent, Operation, Outcome};
 use crate::nemesis::{Action, Effects, Nemesis};
 use crate::net::TurmoilNetwork;
+use crate::record::{NemesisEvent, ap_value};
 use crate::workload::{Request, Workload};
 
 /// Peer transport port on every host.
@@ -112,13 +113,19 @@ pub struct Figures {
 pub struct Run {
     /// The configuration it ran.
     pub config: SimConfig,
-    /// Everything recorded.
+    /// Every client operation, AP and CP, in completion order (see [`crate::record`]).
     pub history: History,
+    /// Nemesis events, in time order.
+    pub nemeses: Vec<NemesisEvent>,
+    /// Every node's final copy of every AP key the workload touched (keys `bucket/key`,
+    /// replicas `n1`, `n2`, ...), primaries marked.
+    pub finals: FinalState,
     /// Timings.
     pub figures: Figures,
 }
 
-/// Runs one simulation to the end and returns its history (check it with [`crate::check`]).
+/// Runs one simulation to the end and returns what it recorded (check it with
+/// [`crate::sweep::run_and_check`] or the checkers in [`crate::chaos`]).
 pub fn run(config: SimConfig) -> Result<Run, SimError> {
     let mut engine = Engine::new(config)?;
     engine.boot()?;
@@ -346,6 +353,11 @@ struct Engine {
     in_flight: BTreeMap<u64, InFlight>,
     next_job: u64,
     history: History,
+    nemeses: Vec<NemesisEvent>,
+    /// Every `(bucket, key)` the AP workload touched.
+    touched: BTreeSet<(String, String)>,
+    /// Every increment sent, by request id, as first sent (to retry it after the heal).
+    increments: BTreeMap<String, Request>,
     active: Vec<Nemesis>,
     applied: Effects,
     figures: Figures,
@@ -398,10 +410,6 @@ impl Engine {
         }
         let workload = Workload::new(config.workload.clone(), root.fork());
         let cp_workload = CpWorkload::new(config.cp_workload.clone(), root.fork());
-        let history = History {
-            seed: config.seed,
-            ..History::default()
-        };
         Ok(Engine {
             config,
             sim,
@@ -413,7 +421,10 @@ impl Engine {
             next_process: 1,
             in_flight: BTreeMap::new(),
             next_job: 0,
-            history,
+            history: History::new(),
+            nemeses: Vec::new(),
+            touched: BTreeSet::new(),
+            increments: BTreeMap::new(),
             active: Vec::new(),
             applied: Effects::default(),
             figures: Figures::default(),
@@ -454,35 +465,39 @@ impl Engine {
         let process = flight.process;
         match (flight.task, finished) {
             (Task::Ap(request), Finished::Ap(done)) => {
-                let operation = Operation {
+                self.workload.observe(&request, &done.outcome);
+                let mut operation = Operation::new(
                     process,
-                    node: flight.node,
-                    bucket: request.bucket,
-                    key: request.key,
-                    op: done.op,
-                    request_id: request.request_id,
-                    level: request.level.map(|level| level.to_string()),
-                    invoke_ns: flight.invoke_ns,
+                    format!("{}/{}", request.bucket, request.key),
+                    done.op,
+                    flight.invoke_ns,
                     complete_ns,
-                    outcome: done.outcome,
-                    error: done.error,
-                };
-                self.workload.observe(&operation);
-                self.history.ops.push(operation);
+                    done.outcome,
+                )
+                .on(host_name(flight.node));
+                operation.request_id = request.request_id.clone();
+                operation.level = request.level.as_ref().map(ToString::to_string);
+                operation.error = done.error;
+                self.history.push(operation);
+                self.touched
+                    .insert((request.bucket.clone(), request.key.clone()));
+                if let Some(id) = &request.request_id {
+                    self.increments.entry(id.clone()).or_insert(request);
+                }
             }
             (Task::Cp(request), Finished::Cp(done)) => {
                 self.cp_workload.observe(process, &request, &done);
-                self.history.cp.push(chaos::Operation {
+                let mut operation = Operation::new(
                     process,
-                    node: Some(host_name(flight.node)),
-                    key: request.key().to_string(),
-                    op: request.op(),
-                    request_id: None,
-                    invoke: flight.invoke_ns,
-                    complete: complete_ns,
-                    outcome: done.outcome,
-                    error: done.error,
-                });
+                    request.key(),
+                    request.op(),
+                    flight.invoke_ns,
+                    complete_ns,
+                    done.outcome,
+                )
+                .on(host_name(flight.node));
+                operation.error = done.error;
+                self.history.push(operation);
             }
             // A job's answer always matches its task; nothing to record otherwise.
             _ => {}
@@ -500,11 +515,11 @@ impl Engine {
         match task {
             Task::Ap(request) => Finished::Ap(Done {
                 outcome: Outcome::Indeterminate,
-                op: request.op.clone().cut_off(),
+                op: client::cut_off(request.op.clone()),
                 error: Some(error.into()),
             }),
             Task::Cp(_) => Finished::Cp(CpDone {
-                outcome: chaos::Outcome::Indeterminate,
+                outcome: Outcome::Indeterminate,
                 error: Some(error.into()),
                 held: None,
             }),
@@ -719,7 +734,7 @@ impl Engine {
         let at_ns = self.now_ns();
         match action {
             Action::Start(Nemesis::Restart { node }) => {
-                self.history.nemeses.push(NemesisEvent {
+                self.nemeses.push(NemesisEvent {
                     at_ns,
                     start: true,
                     nemesis: Nemesis::Restart { node },
@@ -730,7 +745,7 @@ impl Engine {
                 }
             }
             Action::Start(nemesis) => {
-                self.history.nemeses.push(NemesisEvent {
+                self.nemeses.push(NemesisEvent {
                     at_ns,
                     start: true,
                     nemesis: nemesis.clone(),
@@ -740,7 +755,7 @@ impl Engine {
             Action::Stop(nemesis) => {
                 if let Some(index) = self.active.iter().position(|a| *a == nemesis) {
                     let nemesis = self.active.remove(index);
-                    self.history.nemeses.push(NemesisEvent {
+                    self.nemeses.push(NemesisEvent {
                         at_ns,
                         start: false,
                         nemesis,
@@ -749,7 +764,7 @@ impl Engine {
             }
             Action::HealAll => {
                 for nemesis in std::mem::take(&mut self.active) {
-                    self.history.nemeses.push(NemesisEvent {
+                    self.nemeses.push(NemesisEvent {
                         at_ns,
                         start: false,
                         nemesis,
@@ -1059,37 +1074,24 @@ impl Engine {
 
     fn unacknowledged_increments(&self) -> Vec<Request> {
         let mut acked: BTreeSet<&str> = BTreeSet::new();
-        let mut pending: BTreeMap<&str, Request> = BTreeMap::new();
+        let mut pending: BTreeSet<&str> = BTreeSet::new();
         for op in &self.history.ops {
-            let (Some(id), ApOp::Incr { .. } | ApOp::MapIncr { .. }) = (&op.request_id, &op.op)
-            else {
+            let (Some(id), Op::Incr(_) | Op::MapIncr { .. }) = (&op.request_id, &op.op) else {
                 continue;
             };
             if op.outcome.is_ok() {
                 acked.insert(id);
             } else if op.outcome.may_have_applied() {
-                pending.entry(id).or_insert_with(|| Request {
-                    bucket: op.bucket.clone(),
-                    key: op.key.clone(),
-                    op: op.op.clone(),
-                    request_id: Some(id.clone()),
-                    level: Some(isle_ap::Level::Quorum),
-                });
+                pending.insert(id);
             }
         }
         pending
-            .into_iter()
-            .filter(|(id, _)| !acked.contains(id))
-            .map(|(_, request)| request)
-            .collect()
-    }
-
-    /// Every `(bucket, key)` the workload touched.
-    fn keys(&self) -> BTreeSet<(String, String)> {
-        self.history
-            .ops
-            .iter()
-            .map(|op| (op.bucket.clone(), op.key.clone()))
+            .difference(&acked)
+            .filter_map(|id| self.increments.get(*id))
+            .map(|request| Request {
+                level: Some(isle_ap::Level::Quorum),
+                ..request.clone()
+            })
             .collect()
     }
 
@@ -1108,65 +1110,59 @@ impl Engine {
     }
 
     /// Every node's own copy of every touched key, with whether it is a primary replica.
-    fn final_copies(&self) -> BTreeMap<String, Vec<FinalCopy>> {
+    fn final_copies(&self) -> FinalState {
         let ring = self.ring();
         let handles: BTreeMap<u64, Option<NodeHandle>> = (1..=self.config.nodes)
             .map(|id| (id, self.live(id)))
             .collect();
-        let mut finals = BTreeMap::new();
-        for (bucket, key) in self.keys() {
+        let mut finals = FinalState::new();
+        for (bucket, key) in &self.touched {
             let n = self
                 .config
                 .ap
                 .buckets
                 .iter()
-                .find(|b| b.name == bucket)
+                .find(|b| b.name == *bucket)
                 .map_or(3, |b| b.n as usize);
-            let partition = ring.partition_of(key_hash(&bucket, key.as_bytes()));
+            let partition = ring.partition_of(key_hash(bucket, key.as_bytes()));
             let primaries = ring.preference(partition, n);
-            let copies = handles
-                .iter()
-                .map(|(&node, handle)| {
-                    let local = handle
-                        .as_ref()
-                        .and_then(|h| h.ap.local(&bucket, key.as_bytes()).ok().flatten());
-                    FinalCopy {
-                        node,
-                        primary: primaries.contains(&NodeId(node)),
-                        duplicates: self
-                            .slots
-                            .get(&node)
-                            .map(|slot| duplicated_siblings(&slot.store, &bucket, &key))
-                            .unwrap_or_default(),
-                        copy: local.map(|(value, digest)| {
-                            (ApValue::from_value(&value), format!("{digest:032x}"))
-                        }),
-                    }
-                })
-                .collect();
-            finals.insert(format!("{bucket}/{key}"), copies);
+            for (&node, handle) in &handles {
+                let local = handle
+                    .as_ref()
+                    .and_then(|h| h.ap.local(bucket, key.as_bytes()).ok().flatten());
+                let copy = FinalCopy {
+                    primary: primaries.contains(&NodeId(node)),
+                    value: local.as_ref().map(|(value, _)| ap_value(value)),
+                    digest: local.map(|(_, digest)| format!("{digest:032x}")),
+                    duplicates: self
+                        .slots
+                        .get(&node)
+                        .map(|slot| duplicated_siblings(&slot.store, bucket, key))
+                        .unwrap_or_default(),
+                };
+                finals.insert_copy(format!("{bucket}/{key}"), host_name(node), copy);
+            }
         }
         finals
     }
 
     /// Whether every key's primary replicas hold the same copy.
     fn converged(&self) -> bool {
-        self.final_copies().values().all(|copies| {
-            let mut digests = copies
-                .iter()
-                .filter(|c| c.primary)
-                .map(|c| c.copy.as_ref().map(|(_, digest)| digest));
+        self.final_copies().keys.values().all(|copies| {
+            let mut digests = copies.values().filter(|c| c.primary).map(|c| &c.digest);
             let first = digests.next();
             digests.all(|d| Some(d) == first)
         })
     }
 
     fn finish(mut self) -> Run {
-        self.history.finals = self.final_copies();
+        let finals = self.final_copies();
         self.figures.sim_ms = self.now_ms();
         Run {
             config: self.config,
             history: self.history,
+            nemeses: self.nemeses,
+            finals,
             figures: self.figures,
         }
     }

@@ -10,9 +10,8 @@
 //! let split = Nemesis::Partition { sides: Sides::MajorityMinority };
 //! let schedule = Schedule::new().window(1_000, 3_000, split);
 //! let run = isle_sim::run(SimConfig::new(7).nodes(5).schedule(schedule))?;
-//! for violation in isle_sim::check(&run.history) {
-//!     println!("{violation}");
-//! }
+//! println!("{}", isle_sim::chaos::convergence(&run));
+//! println!("{}", isle_sim::chaos::linearizability(&run));
 //! # Ok(())
 //! # }
 //! ```
@@ -21,8 +20,8 @@
 //! - [`nemesis`]: the fault vocabulary ([`Nemesis`], [`Schedule`]), shared with the process engine.
 //! - [`workload`]: what the AP clients ask; [`client`]: how they ask a node; [`cp`]: the CP
 //!   clients (registers, compare-and-set, lock → fenced writes → release).
-//! - [`history`]: what a run records; [`check`](mod@check): the AP promises checked on it;
-//!   [`chaos`]: the same run in `isle-chaos`'s format, and that crate's checkers on it.
+//! - [`record`]: what a run records, in `isle-chaos`'s history model (operations, final
+//!   copies of every replica) plus the nemesis events; [`chaos`]: that crate's checkers on it.
 //! - [`engine`]: turmoil hosts, the harness, the phases of a run.
 //! - [`sweep`]: one run with every checker, and a sweep of seeds on every core (what
 //!   `isle chaos sim` runs).
@@ -37,21 +36,19 @@
 //! (see `engine`).
 
 pub mod chaos;
-pub mod check;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod cp;
 pub mod engine;
-pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod record;
 pub mod sweep;
 pub mod workload;
 
-pub use check::{Violation, check};
 pub use config::{Bug, NetConfig, SimConfig};
 pub use engine::{Figures, Run, SimError, run};
-pub use history::History;
 pub use nemesis::{Action, Effects, Nemesis, Schedule, Sides, Step};
+pub use sweep::Violation;
 pub use workload::{Mix, WorkloadConfig};

@@ -12,7 +12,7 @@ use isle_ap::Level;
 use isle_env::{Random, SeededRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::history::{ApOp, Operation, Outcome};
+use isle_chaos::{Op, Outcome};
 
 /// The bucket of plain values kept as siblings (and of counters, sets and maps).
 pub const SIBLINGS: &str = "siblings";
@@ -91,8 +91,8 @@ pub struct Request {
     pub bucket: String,
     /// The key.
     pub key: String,
-    /// What to do.
-    pub op: ApOp,
+    /// What to do (an AP operation).
+    pub op: Op,
     /// For increments: the id that makes retries count once.
     pub request_id: Option<String>,
     /// For mutations: the write level.
@@ -188,7 +188,7 @@ impl Workload {
     /// The next request of some client.
     pub fn next_request(&mut self) -> Request {
         let kind = self.kind();
-        let plain = |bucket: &str, key: String, op: ApOp| Request {
+        let plain = |bucket: &str, key: String, op: Op| Request {
             bucket: bucket.to_string(),
             key,
             op,
@@ -199,49 +199,50 @@ impl Workload {
             Kind::Write => {
                 let key = self.key("v");
                 let value = self.unique("w");
-                plain(SIBLINGS, key, ApOp::Write { value })
+                plain(SIBLINGS, key, write(SIBLINGS, value))
             }
             Kind::Delete => plain(
                 SIBLINGS,
                 self.key("v"),
-                ApOp::Delete {
+                Op::ApDelete {
                     covers: Vec::new(),
+                    local: false,
                     covers_unknown: false,
                 },
             ),
             Kind::LwwWrite => {
                 let key = self.key("l");
                 let value = self.unique("w");
-                plain(LWW, key, ApOp::Write { value })
+                plain(LWW, key, write(LWW, value))
             }
             Kind::Incr => {
                 let key = self.key("c");
                 let by = 1 + self.rng.below(5) as i64;
-                let mut request = plain(SIBLINGS, key, ApOp::Incr { by });
+                let mut request = plain(SIBLINGS, key, Op::Incr(by));
                 request.request_id = Some(self.unique("r"));
                 request
             }
             Kind::SetAdd => {
                 let key = self.key("s");
                 let member = self.unique("m");
-                plain(SIBLINGS, key, ApOp::SetAdd { member })
+                plain(SIBLINGS, key, Op::SetAdd(member))
             }
             Kind::SetRemove => {
                 let key = self.key("s");
                 let members = self.added.get(&key).cloned().unwrap_or_default();
                 if members.is_empty() {
                     let member = self.unique("m");
-                    plain(SIBLINGS, key, ApOp::SetAdd { member })
+                    plain(SIBLINGS, key, Op::SetAdd(member))
                 } else {
                     let member = members[self.rng.below(members.len() as u64) as usize].clone();
-                    plain(SIBLINGS, key, ApOp::SetRemove { member })
+                    plain(SIBLINGS, key, Op::SetRemove(member))
                 }
             }
             Kind::MapIncr => {
                 let key = self.key("m");
                 let field = format!("f{}", self.rng.below(3));
                 let by = 1 + self.rng.below(5) as i64;
-                let mut request = plain(SIBLINGS, key, ApOp::MapIncr { field, by });
+                let mut request = plain(SIBLINGS, key, Op::MapIncr { field, n: by });
                 request.request_id = Some(self.unique("r"));
                 request
             }
@@ -254,7 +255,7 @@ impl Workload {
                     (SIBLINGS, "m"),
                 ][self.rng.below(5) as usize];
                 let key = self.key(prefix);
-                plain(bucket, key, ApOp::Read)
+                plain(bucket, key, Op::ApRead)
             }
         };
         if request.op.is_mutation() {
@@ -263,14 +264,24 @@ impl Workload {
         request
     }
 
-    /// Learns from a completed operation (acknowledged set adds become candidates for removes).
-    pub fn observe(&mut self, op: &Operation) {
-        if let (ApOp::SetAdd { member }, Outcome::Ok(_)) = (&op.op, &op.outcome) {
+    /// Learns from a completed request (acknowledged set adds become candidates for removes).
+    pub fn observe(&mut self, request: &Request, outcome: &Outcome) {
+        if let (Op::SetAdd(member), Outcome::Ok(_)) = (&request.op, outcome) {
             self.added
-                .entry(op.key.clone())
+                .entry(request.key.clone())
                 .or_default()
                 .push(member.clone());
         }
+    }
+}
+
+/// A blind write of `value` in `bucket`.
+fn write(bucket: &str, value: String) -> Op {
+    Op::ApWrite {
+        bucket: bucket.to_string(),
+        value,
+        covers: Vec::new(),
+        local: false,
     }
 }
 
@@ -294,7 +305,7 @@ mod tests {
     fn every_kind_appears_and_increments_carry_request_ids() {
         let mut workload = Workload::new(WorkloadConfig::default(), SeededRandom::new(1));
         let requests: Vec<Request> = (0..2_000).map(|_| workload.next_request()).collect();
-        for op in ["Write", "Delete", "Incr", "SetAdd", "MapIncr", "Read"] {
+        for op in ["ApWrite", "ApDelete", "Incr", "SetAdd", "MapIncr", "ApRead"] {
             assert!(
                 requests
                     .iter()
@@ -303,7 +314,7 @@ mod tests {
             );
         }
         for request in &requests {
-            let counted = matches!(request.op, ApOp::Incr { .. } | ApOp::MapIncr { .. });
+            let counted = matches!(request.op, Op::Incr(_) | Op::MapIncr { .. });
             assert_eq!(request.request_id.is_some(), counted, "{request:?}");
             assert_eq!(request.level.is_some(), request.op.is_mutation());
         }

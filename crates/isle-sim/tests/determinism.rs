@@ -5,6 +5,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use isle_chaos::Keyspace;
 use isle_sim::{Nemesis, Schedule, Sides, SimConfig};
 
 fn seed() -> u64 {
@@ -42,15 +43,17 @@ fn config(seed: u64) -> SimConfig {
 
 fn history(seed: u64) -> String {
     let run = isle_sim::run(config(seed)).unwrap_or_else(|e| panic!("{e}"));
-    // Both keyspaces must be in what is compared: acknowledged CP writes and reads included.
-    let (cp_ok, _, _) = run.history.cp_outcome_counts();
+    // Both keyspaces must be in what is compared: acknowledged CP writes and reads included,
+    // and the final copies of the AP keys.
+    let cp_ok = run.history.outcome_counts(Keyspace::Cp).ok;
+    let ap = run.history.of_keyspace(Keyspace::Ap).len();
     assert!(
-        cp_ok >= 10 && run.history.ops.len() >= 10,
-        "seed {seed}: too few operations to compare ({cp_ok} CP acknowledged, {} AP)",
-        run.history.ops.len()
+        cp_ok >= 10 && ap >= 10 && !run.finals.keys.is_empty(),
+        "seed {seed}: too few operations to compare ({cp_ok} CP acknowledged, {ap} AP, {} keys \
+         with final copies)",
+        run.finals.keys.len()
     );
-    run.history
-        .to_json_lines()
+    run.to_json_lines()
         .unwrap_or_else(|e| panic!("seed {seed}: history does not serialize: {e}"))
 }
 

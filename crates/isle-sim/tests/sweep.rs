@@ -41,7 +41,7 @@ fn sweep_one(seed: u64, twice: bool) -> (String, bool) {
     if twice {
         let again = isle_sim::run(config)
             .ok()
-            .and_then(|run| run.history.to_json_lines().ok());
+            .and_then(|run| run.to_json_lines().ok());
         if checked.history.is_none() || checked.history != again {
             ok = false;
             lines.push(format!(

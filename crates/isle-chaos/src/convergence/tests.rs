@@ -31,6 +31,7 @@ fn del(covers: &[&str]) -> Op {
     Op::ApDelete {
         covers: covers.iter().map(|c| c.to_string()).collect(),
         local: false,
+        covers_unknown: false,
     }
 }
 fn values(vs: &[&str]) -> ApValue {
@@ -69,7 +70,7 @@ fn replicas_that_differ_are_caught() {
     assert!(verdict.is_violated());
     assert_eq!(
         verdict.violations[0].message,
-        "replicas differ after the heal: 2 distinct values on 3 replicas"
+        "replicas differ after the heal: 2 distinct copies on 3 replicas"
     );
     // The absent copy also lost the acknowledged write.
     assert_eq!(verdict.violations.len(), 2, "{verdict}");
@@ -373,6 +374,7 @@ fn local_writes_and_deletes_may_replace_what_came_before() {
     let local_del = Op::ApDelete {
         covers: Vec::new(),
         local: true,
+        covers_unknown: false,
     };
     let ops = vec![
         acked(1, "k", put("a", &[]), 0, 10),
@@ -392,4 +394,159 @@ fn local_writes_and_deletes_may_replace_what_came_before() {
     assert!(siblings_run(deleted.clone(), ApValue::Absent).is_ok());
     deleted.push(acked(5, "k", put("d", &[]), 80, 90));
     assert!(siblings_run(deleted, ApValue::Absent).is_violated());
+}
+
+#[test]
+fn a_delete_whose_read_was_never_seen_covers_only_earlier_writes() {
+    let unseen = Op::ApDelete {
+        covers: Vec::new(),
+        local: false,
+        covers_unknown: true,
+    };
+    // Cut off at 100: its read answered before then, so it may cover "a" (invoked at 10) but
+    // not "b" (invoked at 200).
+    let ops = vec![
+        acked(1, "k", put("a", &[]), 10, 20),
+        acked(2, "k", put("b", &[]), 200, 210),
+        op(3, "k", unseen, 50, 100, Outcome::Indeterminate),
+    ];
+    assert!(siblings_run(ops.clone(), values(&["b"])).is_ok());
+    assert!(siblings_run(ops.clone(), values(&["a", "b"])).is_ok());
+    assert_eq!(
+        siblings_run(ops, values(&["a"])).violations[0].message,
+        "acknowledged write lost: \"b\" is missing"
+    );
+}
+
+/// A copy of `value` on a primary, with a digest.
+fn digested(value: ApValue, digest: &str) -> FinalCopy {
+    FinalCopy {
+        digest: Some(digest.into()),
+        ..FinalCopy::held(value)
+    }
+}
+
+#[test]
+fn primaries_agree_on_digests_and_on_holding_a_copy() {
+    let ops = vec![acked(1, "k", put("a", &[]), 0, 1)];
+    let mut state = FinalState::new();
+    for replica in ["n1", "n2", "n3"] {
+        state.insert_copy("k", replica, digested(values(&["a"]), "d1"));
+    }
+    assert!(run(MergeRule::Siblings, ops.clone(), &state).is_ok());
+    // Equal values, different causal metadata: anti-entropy would never rest.
+    state.insert_copy("k", "n3", digested(values(&["a"]), "d2"));
+    let verdict = run(MergeRule::Siblings, ops.clone(), &state);
+    assert_eq!(verdict.violations.len(), 1, "{verdict}");
+    assert!(
+        verdict.violations[0].story[2].ends_with("(digest d2)"),
+        "{verdict}"
+    );
+    // A fallback's copy need not converge.
+    state.insert_copy(
+        "k",
+        "n3",
+        FinalCopy {
+            primary: false,
+            ..digested(values(&["a"]), "d2")
+        },
+    );
+    assert!(run(MergeRule::Siblings, ops.clone(), &state).is_ok());
+    // No copy at all is not a tombstone.
+    let mut deleted = ops.clone();
+    deleted.push(acked(2, "k", del(&["a"]), 2, 3));
+    let mut state = FinalState::new();
+    state.insert_copy("k", "n1", digested(ApValue::Absent, "t"));
+    let nothing = FinalCopy {
+        value: None,
+        ..FinalCopy::held(ApValue::Absent)
+    };
+    state.insert_copy("k", "n2", nothing.clone());
+    assert_eq!(
+        run(MergeRule::Siblings, deleted.clone(), &state).violations[0].message,
+        "replicas differ after the heal: 2 distinct copies on 2 replicas"
+    );
+    // An acknowledged key that no primary holds at all.
+    state.insert_copy("k", "n1", nothing);
+    assert_eq!(
+        run(MergeRule::Siblings, deleted, &state).violations[0].message,
+        "acknowledged mutations, but no primary replica holds a copy of the key"
+    );
+}
+
+#[test]
+fn one_write_is_one_sibling_on_every_copy() {
+    let ops = vec![acked(1, "k", put("a", &[]), 0, 1)];
+    let mut state = everywhere("k", values(&["a"]));
+    state.insert_copy(
+        "k",
+        "n4",
+        FinalCopy {
+            primary: false,
+            duplicates: vec!["a".into()],
+            ..FinalCopy::held(values(&["a"]))
+        },
+    );
+    let verdict = run(MergeRule::Siblings, ops, &state);
+    assert_eq!(verdict.violations.len(), 1, "{verdict}");
+    assert_eq!(
+        verdict.violations[0].message,
+        "one write stored as two siblings: n4 holds \"a\" more than once"
+    );
+}
+
+#[test]
+fn reads_return_only_written_values_members_and_fields() {
+    let read = |p, value| op(p, "k", Op::ApRead, 30, 40, Outcome::Ok(Ret::Ap(value)));
+    let writes = vec![
+        acked(1, "k", put("a", &[]), 0, 10),
+        maybe(2, "k", put("b", &[]), 5),
+        op(3, "k", put("c", &[]), 5, 6, Outcome::Fail),
+    ];
+    let with = |r| {
+        let mut ops = writes.clone();
+        ops.push(r);
+        siblings_run(ops, values(&["a"]))
+    };
+    assert!(with(read(4, values(&["a", "b"]))).is_ok());
+    assert_eq!(
+        with(read(4, values(&["a", "c"]))).violations[0].message,
+        "a read returned \"c\", never written (or only by refused operations)"
+    );
+    let adds = vec![acked(1, "s", Op::SetAdd("x".into()), 0, 10)];
+    let set_read = |member: &str| {
+        let mut ops = adds.clone();
+        ops.push(op(
+            2,
+            "s",
+            Op::ApRead,
+            20,
+            30,
+            Outcome::Ok(Ret::Ap(members(&[member]))),
+        ));
+        run(MergeRule::Siblings, ops, &everywhere("s", members(&["x"])))
+    };
+    assert!(set_read("x").is_ok());
+    assert!(set_read("y").is_violated());
+    let incr = acked(
+        1,
+        "m",
+        Op::MapIncr {
+            field: "f".into(),
+            n: 1,
+        },
+        0,
+        10,
+    );
+    let map_read = |field: &str| {
+        let fields = ApValue::Map([(field.to_string(), 1)].into());
+        let ops = vec![
+            incr.clone(),
+            op(2, "m", Op::ApRead, 20, 30, Outcome::Ok(Ret::Ap(fields))),
+        ];
+        let held = ApValue::Map([("f".to_string(), 1)].into());
+        run(MergeRule::Siblings, ops, &everywhere("m", held))
+    };
+    assert!(map_read("f").is_ok());
+    assert!(map_read("g").is_violated());
 }
