@@ -41,8 +41,6 @@
 //! `NoLocalReplica`), 409 `WrongType` (`held`, `wanted`, `op`), 422 `NotAnInteger` and
 //! `TooManyRequestIds`, 500 `Internal`.
 
-use std::collections::BTreeMap;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -51,19 +49,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
-use base64::engine::{DecodePaddingMode, general_purpose};
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use isle_ap::level::LevelError;
 use isle_ap::{
     ApError, ApplyError, FieldValue, Level, Op, ReadOptions, Value, WriteContext, WriteOptions,
-    WriteReply,
 };
 use isle_crdt::Context;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value as Json, json};
+use serde_json::Value as Json;
 
 use crate::ap_backend::ApBackend;
+use crate::wire::ErrorBody;
+use crate::wire::ap::{
+    BucketsReply, Data, DeleteQuery, Encoding, Field, IncrBody, MapBody, MembersBody, PutBody,
+    ReadQuery, ReadReply, WriteQuery, WriteReply,
+};
 
 /// The router for `/v1/ap/...`, its state applied: `.merge` it into a node's router.
 pub fn routes<B: ApBackend>(backend: B) -> Router {
@@ -118,22 +119,36 @@ pub fn decode_context(text: &str) -> Result<Option<Context>, String> {
 #[derive(Debug)]
 struct Failure {
     status: StatusCode,
-    body: Map<String, Json>,
+    body: ErrorBody,
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(Json::Object(self.body))).into_response()
+        (self.status, axum::Json(self.body)).into_response()
     }
 }
 
-fn failure(status: StatusCode, kind: &str, error: String, fields: Json) -> Failure {
-    let mut body = Map::new();
-    body.insert("kind".into(), json!(kind));
-    body.insert("error".into(), json!(error));
-    if let Json::Object(fields) = fields {
-        body.extend(fields);
-    }
+/// An error's own fields, by name.
+type Detail = Vec<(&'static str, Json)>;
+
+fn failure(
+    status: StatusCode,
+    err: &ApError,
+    kind: &str,
+    reason: Option<&str>,
+    detail: Detail,
+) -> Failure {
+    let body = ErrorBody {
+        error: err.to_string(),
+        kind: Some(kind.to_string()),
+        // Refused, unknown or invalid: whether the request may have been applied.
+        outcome: Some(err.kind()),
+        reason: reason.map(str::to_string),
+        detail: detail
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect(),
+    };
     Failure { status, body }
 }
 
@@ -143,9 +158,7 @@ fn bad_request(error: impl Into<String>) -> Failure {
 
 impl From<ApError> for Failure {
     fn from(err: ApError) -> Self {
-        let error = err.to_string();
-        let outcome = err.kind();
-        let mut failure = match err {
+        match &err {
             ApError::Unavailable {
                 answered,
                 asked,
@@ -154,53 +167,75 @@ impl From<ApError> for Failure {
                 detail,
             } => failure(
                 StatusCode::SERVICE_UNAVAILABLE,
+                &err,
                 "Unavailable",
-                error,
-                json!({"answered": answered, "asked": asked, "needed": needed, "level": level, "detail": detail}),
+                None,
+                vec![
+                    ("answered", Json::from(*answered)),
+                    ("asked", Json::from(*asked)),
+                    ("needed", Json::from(*needed)),
+                    ("level", Json::from(level.as_str())),
+                    ("detail", Json::from(detail.as_str())),
+                ],
             ),
             ApError::Level(LevelError::MoreThanN { level, needed, n }) => failure(
                 StatusCode::BAD_REQUEST,
+                &err,
                 "Level",
-                error,
-                json!({"reason": "MoreThanN", "level": level, "needed": needed, "n": n}),
+                Some("MoreThanN"),
+                vec![
+                    ("level", Json::from(level.as_str())),
+                    ("needed", Json::from(*needed)),
+                    ("n", Json::from(*n)),
+                ],
             ),
             ApError::Level(LevelError::NoLocalReplica { zone }) => failure(
                 StatusCode::BAD_REQUEST,
+                &err,
                 "Level",
-                error,
-                json!({"reason": "NoLocalReplica", "zone": zone}),
+                Some("NoLocalReplica"),
+                vec![("zone", serde_json::to_value(zone).unwrap_or_default())],
             ),
             ApError::Apply(ApplyError::WrongType { held, wanted, op }) => failure(
                 StatusCode::CONFLICT,
+                &err,
                 "WrongType",
-                error,
-                json!({"held": held, "wanted": wanted, "op": op}),
+                None,
+                vec![
+                    ("held", serde_json::to_value(held).unwrap_or_default()),
+                    ("wanted", serde_json::to_value(wanted).unwrap_or_default()),
+                    ("op", serde_json::to_value(op).unwrap_or_default()),
+                ],
             ),
             ApError::Apply(ApplyError::NotAnInteger) => failure(
                 StatusCode::UNPROCESSABLE_ENTITY,
+                &err,
                 "NotAnInteger",
-                error,
-                Json::Null,
+                None,
+                Vec::new(),
             ),
             ApError::Apply(ApplyError::TooManyRequestIds) => failure(
                 StatusCode::UNPROCESSABLE_ENTITY,
+                &err,
                 "TooManyRequestIds",
-                error,
-                Json::Null,
+                None,
+                Vec::new(),
             ),
-            ApError::BadRequest(_) => {
-                failure(StatusCode::BAD_REQUEST, "BadRequest", error, Json::Null)
-            }
+            ApError::BadRequest(_) => failure(
+                StatusCode::BAD_REQUEST,
+                &err,
+                "BadRequest",
+                None,
+                Vec::new(),
+            ),
             ApError::Internal(_) => failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
+                &err,
                 "Internal",
-                error,
-                Json::Null,
+                None,
+                Vec::new(),
             ),
-        };
-        // Refused, unknown or invalid: whether the request may have been applied.
-        failure.body.insert("outcome".into(), json!(outcome.name()));
-        failure
+        }
     }
 }
 
@@ -213,31 +248,6 @@ fn key_path(path: KeyPath) -> Result<(String, String), Failure> {
             err.body_text()
         ))
     })
-}
-
-/// Query of a read.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    r: Option<String>,
-    strict: Option<String>,
-}
-
-/// Query of a write.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WriteQuery {
-    w: Option<String>,
-    strict: Option<String>,
-}
-
-/// Query of a delete: a write's, plus the context.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteQuery {
-    w: Option<String>,
-    strict: Option<String>,
-    context: Option<String>,
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Failure> {
@@ -270,26 +280,11 @@ fn write_options(w: Option<&str>, strict: Option<&str>) -> Result<WriteOptions, 
     })
 }
 
-/// How byte strings are spelled in a request body.
-#[derive(Deserialize, Default, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum Encoding {
-    /// As they are (JSON strings are UTF-8).
-    #[default]
-    Utf8,
-    /// Base64, standard alphabet.
-    Base64,
-}
-
-impl Encoding {
-    fn decode(self, what: &str, text: &str) -> Result<Vec<u8>, Failure> {
-        match self {
-            Encoding::Utf8 => Ok(text.as_bytes().to_vec()),
-            Encoding::Base64 => general_purpose::STANDARD
-                .decode(text)
-                .map_err(|err| bad_request(format!("{what} {text:?} is not base64: {err}"))),
-        }
-    }
+/// The bytes `text` spells in `encoding`; `what` names it in the error.
+fn decode(encoding: Encoding, what: &str, text: &str) -> Result<Vec<u8>, Failure> {
+    encoding
+        .decode(text)
+        .map_err(|err| bad_request(format!("{what} {text:?} is not base64: {err}")))
 }
 
 fn body<T: DeserializeOwned>(bytes: &Bytes, expected: &str) -> Result<T, Failure> {
@@ -302,57 +297,9 @@ fn body<T: DeserializeOwned>(bytes: &Bytes, expected: &str) -> Result<T, Failure
         .map_err(|err| bad_request(format!("bad JSON body: {err}; expected {expected}")))
 }
 
-/// Body of a put.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutBody {
-    value: String,
-    context: Option<String>,
-    #[serde(default)]
-    encoding: Encoding,
-}
-
-/// Body of `incr`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IncrBody {
-    #[serde(default = "one")]
-    by: i64,
-    request_id: Option<String>,
-}
-
-fn one() -> i64 {
-    1
-}
-
-/// Body of `sadd` and `srem`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MembersBody {
-    members: Vec<String>,
-    #[serde(default)]
-    encoding: Encoding,
-}
-
-/// Body of `map-update`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MapBody {
-    #[serde(default)]
-    set: BTreeMap<String, String>,
-    #[serde(default)]
-    incr: BTreeMap<String, i64>,
-    #[serde(default)]
-    remove: Vec<String>,
-    request_id: Option<String>,
-    #[serde(default)]
-    encoding: Encoding,
-}
-
-/// Writes `value` into `out` as `type` and its payload (`values`, `value`, `members` or
-/// `fields`), marking `encoding: base64` when a byte string is not UTF-8. An absent value reads
-/// as the empty value of `absent_as` (`None`: `type: null, values: []`).
-fn render(value: &Value, absent_as: Option<&str>, out: &mut Map<String, Json>) {
+/// `value` as an answer spells it, and how its byte strings are encoded: base64 when any is
+/// not UTF-8. An absent value reads as the empty value of `absent_as` (`None`: absent).
+fn data(value: &Value, absent_as: Option<&str>) -> (Encoding, Data) {
     let strings: Vec<&[u8]> = match value {
         Value::Values(items) | Value::Set(items) => items.iter().map(Vec::as_slice).collect(),
         Value::Map(fields) => fields
@@ -364,56 +311,44 @@ fn render(value: &Value, absent_as: Option<&str>, out: &mut Map<String, Json>) {
             .collect(),
         Value::Absent | Value::Counter(_) => Vec::new(),
     };
-    let base64 = strings.iter().any(|s| std::str::from_utf8(s).is_err());
-    let text = |bytes: &[u8]| -> Json {
-        if base64 {
-            json!(STANDARD.encode(bytes))
-        } else {
-            json!(String::from_utf8_lossy(bytes))
-        }
+    let encoding = if strings.iter().any(|s| std::str::from_utf8(s).is_err()) {
+        Encoding::Base64
+    } else {
+        Encoding::Utf8
     };
-    if base64 {
-        out.insert("encoding".into(), json!("base64"));
-    }
-    let list = |items: &[Vec<u8>]| Json::Array(items.iter().map(|i| text(i)).collect());
-    let (kind, field, payload) = match value {
-        Value::Values(values) => ("value", "values", list(values)),
-        Value::Counter(n) => ("counter", "value", json!(n)),
-        Value::Set(members) => ("set", "members", list(members)),
-        Value::Map(fields) => {
-            let fields = fields
+    let list = |items: &[Vec<u8>]| items.iter().map(|i| encoding.encode(i)).collect();
+    let data = match value {
+        Value::Values(values) => Data::Values(list(values)),
+        Value::Counter(n) => Data::Counter(*n),
+        Value::Set(members) => Data::Set(list(members)),
+        Value::Map(fields) => Data::Map(
+            fields
                 .iter()
                 .map(|(name, field)| {
-                    let name = match text(name) {
-                        Json::String(s) => s,
-                        other => other.to_string(),
-                    };
                     let value = match field {
-                        FieldValue::Text(t) => text(t),
-                        FieldValue::Int(n) => json!(n),
+                        FieldValue::Text(t) => Field::Text(encoding.encode(t)),
+                        FieldValue::Int(n) => Field::Int(*n),
                     };
-                    (name, value)
+                    (encoding.encode(name), value)
                 })
-                .collect();
-            ("map", "fields", Json::Object(fields))
-        }
+                .collect(),
+        ),
         Value::Absent => match absent_as {
-            Some("counter") => ("counter", "value", json!(0)),
-            Some("set") => ("set", "members", json!([])),
-            Some("map") => ("map", "fields", json!({})),
-            _ => {
-                out.insert("type".into(), Json::Null);
-                out.insert("values".into(), json!([]));
-                return;
-            }
+            Some("counter") => Data::Counter(0),
+            Some("set") => Data::Set(Vec::new()),
+            Some("map") => Data::Map(Default::default()),
+            _ => Data::Absent,
         },
     };
-    out.insert("type".into(), json!(kind));
-    out.insert(field.into(), payload);
+    (encoding, data)
 }
 
 async fn buckets<B: ApBackend>(State(backend): State<B>) -> Response {
-    axum::Json(json!({"node": backend.node_id(), "buckets": backend.buckets()})).into_response()
+    axum::Json(BucketsReply {
+        buckets: backend.buckets(),
+        node: backend.node_id(),
+    })
+    .into_response()
 }
 
 async fn read<B: ApBackend>(
@@ -431,35 +366,46 @@ async fn read<B: ApBackend>(
         .get(bucket.clone(), key.clone().into_bytes(), options)
         .await?;
     let found = !matches!(reply.value, Value::Absent);
-    let mut out = Map::new();
-    out.insert("found".into(), json!(found));
-    out.insert("bucket".into(), json!(bucket));
-    out.insert("key".into(), json!(key));
-    render(&reply.value, None, &mut out);
-    out.insert("context".into(), json!(encode_context(&reply.context)));
-    out.insert("rule".into(), json!(reply.rule));
-    out.insert("stamp".into(), json!(reply.stamp));
-    out.insert("replicas".into(), json!(reply.replicas));
+    let (encoding, data) = data(&reply.value, None);
+    let answer = ReadReply {
+        bucket,
+        context: encode_context(&reply.context),
+        encoding,
+        found,
+        key,
+        replicas: reply.replicas,
+        rule: reply.rule,
+        stamp: reply.stamp,
+        data,
+    };
     let status = if found {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
     };
-    Ok((status, axum::Json(Json::Object(out))).into_response())
+    Ok((status, axum::Json(answer)).into_response())
 }
 
 /// A write's answer: who acknowledged, the new context and the value after the write.
-fn written(bucket: String, key: String, reply: &WriteReply, absent_as: Option<&str>) -> Response {
-    let mut out = Map::new();
-    out.insert("bucket".into(), json!(bucket));
-    out.insert("key".into(), json!(key));
-    render(&reply.value, absent_as, &mut out);
-    out.insert("applied".into(), json!(reply.applied));
-    out.insert("context".into(), json!(encode_context(&reply.context)));
-    out.insert("rule".into(), json!(reply.rule));
-    out.insert("stamp".into(), json!(reply.stamp));
-    out.insert("replicas".into(), json!(reply.replicas));
-    axum::Json(Json::Object(out)).into_response()
+fn written(
+    bucket: String,
+    key: String,
+    reply: isle_ap::WriteReply,
+    absent_as: Option<&str>,
+) -> Response {
+    let (encoding, data) = data(&reply.value, absent_as);
+    axum::Json(WriteReply {
+        applied: reply.applied,
+        bucket,
+        context: encode_context(&reply.context),
+        encoding,
+        key,
+        replicas: reply.replicas,
+        rule: reply.rule,
+        stamp: reply.stamp,
+        data,
+    })
+    .into_response()
 }
 
 async fn apply<B: ApBackend>(
@@ -476,7 +422,7 @@ async fn apply<B: ApBackend>(
     let reply = backend
         .apply(bucket.clone(), key.clone().into_bytes(), op, options)
         .await?;
-    Ok(written(bucket, key, &reply, absent_as))
+    Ok(written(bucket, key, reply, absent_as))
 }
 
 async fn put<B: ApBackend>(
@@ -496,7 +442,7 @@ async fn put<B: ApBackend>(
             Err(err) => return Err(bad_request(err)),
         };
         Ok(Op::Put {
-            value: body.encoding.decode("value", &body.value)?,
+            value: decode(body.encoding, "value", &body.value)?,
             context,
         })
     };
@@ -524,7 +470,7 @@ async fn delete<B: ApBackend>(
             options,
         )
         .await?;
-    Ok(written(bucket, key, &reply, None))
+    Ok(written(bucket, key, reply, None))
 }
 
 async fn incr<B: ApBackend>(
@@ -548,7 +494,7 @@ fn members_op(bytes: &Bytes, add: bool) -> Result<Op, Failure> {
     let members = body
         .members
         .iter()
-        .map(|m| body.encoding.decode("member", m))
+        .map(|m| decode(body.encoding, "member", m))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(if add {
         Op::SetAdd { members }
@@ -601,11 +547,11 @@ async fn map_update<B: ApBackend>(
             r#"{"set": {"field": "text"}, "incr": {"field": 1}, "remove": ["field"], "request_id": "..."?}"#,
         )?;
         let encoding = body.encoding;
-        let field = |name: &str| encoding.decode("field", name);
+        let field = |name: &str| decode(encoding, "field", name);
         let set = body
             .set
             .iter()
-            .map(|(name, text)| Ok((field(name)?, encoding.decode("text", text)?)))
+            .map(|(name, text)| Ok((field(name)?, decode(encoding, "text", text)?)))
             .collect::<Result<Vec<_>, Failure>>()?;
         let incr = body
             .incr
@@ -640,6 +586,8 @@ mod tests {
 
     use super::*;
     use crate::ap_backend::memory::MemoryBackend;
+    use base64::engine::general_purpose::STANDARD;
+    use serde_json::json;
 
     async fn call(
         app: &Router,
@@ -953,20 +901,16 @@ mod tests {
             detail: String::new(),
         });
         assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(unavailable.body["kind"], "Unavailable");
-        assert_eq!(unavailable.body["needed"], 2);
-        assert!(
-            unavailable.body["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("1 of 3"))
-        );
+        assert_eq!(unavailable.body.kind.as_deref(), Some("Unavailable"));
+        assert_eq!(unavailable.body.detail["needed"], 2);
+        assert!(unavailable.body.error.contains("1 of 3"));
         let level = Failure::from(ApError::Level(LevelError::MoreThanN {
             level: "5".into(),
             needed: 5,
             n: 3,
         }));
         assert_eq!(level.status, StatusCode::BAD_REQUEST);
-        assert_eq!(level.body["reason"], "MoreThanN");
+        assert_eq!(level.body.reason.as_deref(), Some("MoreThanN"));
         let internal = Failure::from(ApError::Internal("disk".into()));
         assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
     }

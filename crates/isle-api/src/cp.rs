@@ -20,70 +20,33 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use isle_cp::command::{DeleteRangeRequest, Fence, KeyValue, PutRequest, RangeRequest, prefix_end};
+use isle_cp::command::{DeleteRangeRequest, KeyValue, PutRequest, RangeRequest, prefix_end};
 use isle_cp::{Command, CpError, Request};
 use isle_node::NodeHandle;
-use isle_node::cp::{Consistency, CpRequestError, MembershipChange};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use isle_node::cp::{CpRequestError, MembershipChange};
+use serde_json::Value;
 
-/// Body of `POST /v1/cp/put`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PutBody {
-    key: String,
-    value: String,
-    #[serde(default)]
-    lease: i64,
-    #[serde(default)]
-    prev_kv: bool,
-    request_id: Option<String>,
-    fence: Option<Fence>,
+use crate::wire::ErrorBody;
+use crate::wire::cp::{
+    CompactBody, CompactReply, DeleteBody, DeleteReply, FenceQuery, FenceReply, GetQuery, GetReply,
+    Kv, Lease, LeaseGrantBody, LeaseGrantReply, LeaseIdBody, LeaseKeepAliveReply, LeaseRevokeReply,
+    LeasesReply, LockBody, LockReply, PutBody, PutReply, UnlockBody, UnlockReply,
+};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Body of `POST /v1/cp/delete`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DeleteBody {
-    key: String,
-    #[serde(default)]
-    prefix: bool,
-    #[serde(default)]
-    prev_kv: bool,
-    request_id: Option<String>,
-    fence: Option<Fence>,
-}
-
-/// Query of `GET /v1/cp/get`.
-#[derive(Deserialize)]
-pub(crate) struct GetQuery {
-    key: String,
-    #[serde(default)]
-    prefix: bool,
-    #[serde(default)]
-    revision: i64,
-    #[serde(default)]
-    limit: i64,
-    #[serde(default)]
-    consistency: Consistency,
-}
-
-/// Query of `GET /v1/cp/fence`.
-#[derive(Deserialize)]
-pub(crate) struct FenceQuery {
-    lock: String,
-    token: i64,
-}
-
-fn kv_json(kv: &KeyValue) -> Value {
-    json!({
-        "key": String::from_utf8_lossy(&kv.key),
-        "value": String::from_utf8_lossy(&kv.value),
-        "create_revision": kv.create_revision,
-        "mod_revision": kv.mod_revision,
-        "version": kv.version,
-        "lease": kv.lease,
-    })
+/// A key as `/v1/cp/get`, `put` and `delete` show it (with its lease).
+pub(crate) fn kv(kv: &KeyValue) -> Kv {
+    Kv {
+        create_revision: kv.create_revision,
+        key: text(&kv.key),
+        lease: Some(kv.lease),
+        mod_revision: kv.mod_revision,
+        value: text(&kv.value),
+        version: kv.version,
+    }
 }
 
 /// A refusal as HTTP: status by kind, the error's sentence and its fields.
@@ -104,14 +67,23 @@ pub(crate) fn refusal(err: &CpRequestError) -> Response {
     // {"NoQuorum": {...}} on the wire becomes {"kind": "NoQuorum", ...fields, "error"}; a state
     // machine refusal {"Rejected": {"FencingTokenStale": {...}}} becomes
     // {"kind": "Rejected", "reason": "FencingTokenStale", ...fields, "error"}.
-    let mut body = serde_json::Map::new();
+    let mut fields = serde_json::Map::new();
     if let Ok(tagged) = serde_json::to_value(err) {
-        flatten(tagged, &["kind", "reason"], &mut body);
+        flatten(tagged, &["kind", "reason"], &mut fields);
     }
-    body.insert("error".into(), Value::String(err.to_string()));
-    // Refused, unknown or invalid: whether the request may have been applied.
-    body.insert("outcome".into(), Value::String(err.kind().name().into()));
-    (status, axum::Json(Value::Object(body))).into_response()
+    let mut name = |field: &str| match fields.remove(field) {
+        Some(Value::String(name)) => Some(name),
+        _ => None,
+    };
+    let body = ErrorBody {
+        error: err.to_string(),
+        kind: name("kind"),
+        // Refused, unknown or invalid: whether the request may have been applied.
+        outcome: Some(err.kind()),
+        reason: name("reason"),
+        detail: fields.into_iter().collect(),
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Externally tagged enums → `{names[0]: tag, names[1]: inner tag, ...fields}`. Variant tags
@@ -163,10 +135,10 @@ pub(crate) async fn put(
         .write(command(Request::Put(put), body.request_id))
         .await
     {
-        Ok(isle_cp::Response::Put(put)) => axum::Json(json!({
-            "revision": put.header_revision,
-            "prev_kv": put.prev_kv.as_ref().map(kv_json),
-        }))
+        Ok(isle_cp::Response::Put(put)) => axum::Json(PutReply {
+            prev_kv: put.prev_kv.as_ref().map(kv),
+            revision: put.header_revision,
+        })
         .into_response(),
         Ok(other) => refusal(&CpRequestError::Internal(format!(
             "unexpected answer {other:?}"
@@ -191,11 +163,11 @@ pub(crate) async fn delete(
         .write(command(Request::DeleteRange(request), body.request_id))
         .await
     {
-        Ok(isle_cp::Response::DeleteRange(deleted)) => axum::Json(json!({
-            "revision": deleted.header_revision,
-            "deleted": deleted.deleted,
-            "prev_kvs": deleted.prev_kvs.iter().map(kv_json).collect::<Vec<_>>(),
-        }))
+        Ok(isle_cp::Response::DeleteRange(deleted)) => axum::Json(DeleteReply {
+            deleted: deleted.deleted,
+            prev_kvs: deleted.prev_kvs.iter().map(kv).collect(),
+            revision: deleted.header_revision,
+        })
         .into_response(),
         Ok(other) => refusal(&CpRequestError::Internal(format!(
             "unexpected answer {other:?}"
@@ -216,15 +188,15 @@ pub(crate) async fn get(State(node): State<NodeHandle>, Query(query): Query<GetQ
     request.revision = query.revision;
     request.limit = query.limit;
     match node.cp.read(request, query.consistency).await {
-        Ok(outcome) => axum::Json(json!({
-            "kvs": outcome.response.kvs.iter().map(kv_json).collect::<Vec<_>>(),
-            "count": outcome.response.count,
-            "more": outcome.response.more,
-            "revision": outcome.response.header_revision,
-            "consistency": outcome.consistency,
-            "served_by": outcome.served_by,
-            "applied_index": outcome.applied_index,
-        }))
+        Ok(outcome) => axum::Json(GetReply {
+            applied_index: outcome.applied_index,
+            consistency: outcome.consistency,
+            count: outcome.response.count,
+            kvs: outcome.response.kvs.iter().map(kv).collect(),
+            more: outcome.response.more,
+            revision: outcome.response.header_revision,
+            served_by: outcome.served_by,
+        })
         .into_response(),
         Err(err) => refusal(&err),
     }
@@ -241,26 +213,14 @@ pub(crate) async fn fence(
         .machine
         .fence_check(&query.lock, query.token);
     match checked {
-        Ok(()) => axum::Json(json!({"lock": query.lock, "token": query.token, "valid": true}))
-            .into_response(),
+        Ok(()) => axum::Json(FenceReply {
+            lock: query.lock,
+            token: query.token,
+            valid: true,
+        })
+        .into_response(),
         Err(err) => refusal(&CpRequestError::Rejected(err)),
     }
-}
-
-/// Body of `POST /v1/cp/lease/grant`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LeaseGrantBody {
-    ttl_secs: i64,
-    #[serde(default)]
-    id: i64,
-}
-
-/// Body of the lease calls that name one lease.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LeaseIdBody {
-    id: i64,
 }
 
 pub(crate) async fn lease_grant(
@@ -268,9 +228,11 @@ pub(crate) async fn lease_grant(
     axum::Json(body): axum::Json<LeaseGrantBody>,
 ) -> Response {
     match node.cp.lease_grant(body.id, body.ttl_secs).await {
-        Ok(granted) => axum::Json(json!({
-            "id": granted.id, "ttl_secs": granted.ttl_secs, "revision": granted.header_revision,
-        }))
+        Ok(granted) => axum::Json(LeaseGrantReply {
+            id: granted.id,
+            revision: granted.header_revision,
+            ttl_secs: granted.ttl_secs,
+        })
         .into_response(),
         Err(err) => refusal(&err),
     }
@@ -281,7 +243,11 @@ pub(crate) async fn lease_keep_alive(
     axum::Json(body): axum::Json<LeaseIdBody>,
 ) -> Response {
     match node.cp.lease_keep_alive(body.id).await {
-        Ok(ttl_secs) => axum::Json(json!({"id": body.id, "ttl_secs": ttl_secs})).into_response(),
+        Ok(ttl_secs) => axum::Json(LeaseKeepAliveReply {
+            id: body.id,
+            ttl_secs,
+        })
+        .into_response(),
         Err(err) => refusal(&err),
     }
 }
@@ -291,50 +257,28 @@ pub(crate) async fn lease_revoke(
     axum::Json(body): axum::Json<LeaseIdBody>,
 ) -> Response {
     match node.cp.lease_revoke(body.id).await {
-        Ok(revoked) => {
-            axum::Json(json!({"id": body.id, "revision": revoked.header_revision})).into_response()
-        }
+        Ok(revoked) => axum::Json(LeaseRevokeReply {
+            id: body.id,
+            revision: revoked.header_revision,
+        })
+        .into_response(),
         Err(err) => refusal(&err),
     }
 }
 
 pub(crate) async fn leases(State(node): State<NodeHandle>) -> Response {
-    let leases: Vec<Value> = node
+    let leases = node
         .cp
         .leases()
         .iter()
-        .map(|lease| {
-            let remaining = node.cp.lease_ttl(lease.id).and_then(|(_, left)| left);
-            json!({
-                "id": lease.id,
-                "ttl_secs": lease.ttl_secs,
-                "remaining_secs": remaining,
-                "keys": lease.keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>(),
-            })
+        .map(|lease| Lease {
+            id: lease.id,
+            keys: lease.keys.iter().map(|k| text(k)).collect(),
+            remaining_secs: node.cp.lease_ttl(lease.id).and_then(|(_, left)| left),
+            ttl_secs: lease.ttl_secs,
         })
         .collect();
-    axum::Json(json!({ "leases": leases })).into_response()
-}
-
-/// Body of `POST /v1/cp/lock`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LockBody {
-    name: String,
-    lease: i64,
-    #[serde(default = "lock_timeout_ms")]
-    timeout_ms: u64,
-}
-
-fn lock_timeout_ms() -> u64 {
-    10_000
-}
-
-/// Body of `POST /v1/cp/unlock`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UnlockBody {
-    key: String,
+    axum::Json(LeasesReply { leases }).into_response()
 }
 
 pub(crate) async fn lock(
@@ -343,13 +287,13 @@ pub(crate) async fn lock(
 ) -> Response {
     let timeout = std::time::Duration::from_millis(body.timeout_ms.min(300_000));
     match node.cp.lock(&body.name, body.lease, timeout).await {
-        Ok(held) => axum::Json(json!({
-            "name": body.name,
-            "key": String::from_utf8_lossy(&held.key),
-            "token": held.token,
-            "lease": body.lease,
-            "revision": held.header_revision,
-        }))
+        Ok(held) => axum::Json(LockReply {
+            key: text(&held.key),
+            lease: body.lease,
+            name: body.name,
+            revision: held.header_revision,
+            token: held.token,
+        })
         .into_response(),
         Err(err) => refusal(&err),
     }
@@ -360,9 +304,10 @@ pub(crate) async fn unlock(
     axum::Json(body): axum::Json<UnlockBody>,
 ) -> Response {
     match node.cp.unlock(body.key.into_bytes()).await {
-        Ok(released) => axum::Json(json!({
-            "released": released.released, "revision": released.header_revision,
-        }))
+        Ok(released) => axum::Json(UnlockReply {
+            released: released.released,
+            revision: released.header_revision,
+        })
         .into_response(),
         Err(err) => refusal(&err),
     }
@@ -382,10 +327,31 @@ pub(crate) async fn change_members(
     }
 }
 
+pub(crate) async fn compact(
+    State(node): State<NodeHandle>,
+    axum::Json(body): axum::Json<CompactBody>,
+) -> Response {
+    let request = isle_cp::command::CompactRequest {
+        revision: body.revision,
+    };
+    match node.cp.write(Command::new(Request::Compact(request))).await {
+        Ok(isle_cp::Response::Compact(compacted)) => axum::Json(CompactReply {
+            compacted_to: body.revision,
+            revision: compacted.header_revision,
+        })
+        .into_response(),
+        Ok(other) => refusal(&CpRequestError::Internal(format!(
+            "unexpected answer {other:?}"
+        ))),
+        Err(err) => refusal(&err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use isle_cp::CpError;
+    use serde_json::json;
 
     fn body(err: CpRequestError) -> Value {
         let mut body = serde_json::Map::new();
@@ -431,31 +397,5 @@ mod tests {
             body(CpRequestError::Internal("boom".into())),
             json!({"kind": "Internal", "detail": "boom"})
         );
-    }
-}
-
-/// Body of `POST /v1/cp/compact`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CompactBody {
-    revision: i64,
-}
-
-pub(crate) async fn compact(
-    State(node): State<NodeHandle>,
-    axum::Json(body): axum::Json<CompactBody>,
-) -> Response {
-    let request = isle_cp::command::CompactRequest {
-        revision: body.revision,
-    };
-    match node.cp.write(Command::new(Request::Compact(request))).await {
-        Ok(isle_cp::Response::Compact(compacted)) => axum::Json(json!({
-            "compacted_to": body.revision, "revision": compacted.header_revision,
-        }))
-        .into_response(),
-        Ok(other) => refusal(&CpRequestError::Internal(format!(
-            "unexpected answer {other:?}"
-        ))),
-        Err(err) => refusal(&err),
     }
 }

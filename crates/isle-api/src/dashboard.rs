@@ -25,7 +25,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use futures_util::stream::{self, Stream};
 use isle_node::NodeHandle;
-use serde_json::{Map, Value, json};
+
+use crate::wire::admin::{DashboardMetrics, DashboardSnapshot};
 
 /// The page.
 const PAGE: &str = include_str!("dashboard.html");
@@ -157,7 +158,8 @@ async fn events(State(dashboard): State<Dashboard>) -> Response {
             if dashboard.node.status.has_changed().is_err() {
                 return None;
             }
-            let data = snapshot(&dashboard).to_string();
+            // Plain data only: encoding cannot fail.
+            let data = serde_json::to_string(&snapshot(&dashboard)).unwrap_or_default();
             let event = Event::default().event("snapshot").data(data);
             Some((Ok(event), (dashboard, false)))
         }),
@@ -168,45 +170,31 @@ async fn events(State(dashboard): State<Dashboard>) -> Response {
 }
 
 /// What the page needs from this node, in one JSON object.
-fn snapshot(dashboard: &Dashboard) -> Value {
+fn snapshot(dashboard: &Dashboard) -> DashboardSnapshot {
     let node = &dashboard.node;
-    let status = node.status.borrow().clone();
-    let mut body = serde_json::to_value(status.as_ref()).unwrap_or_else(|_| json!({}));
-    if let Value::Object(map) = &mut body {
-        // Transitions are history the page does not chart; drop them to keep events small.
-        map.remove("transitions");
-        map.insert(
-            "cp".into(),
-            serde_json::to_value(node.cp.raft_status()).unwrap_or_default(),
-        );
-        map.insert(
-            "ap".into(),
-            serde_json::to_value(node.ap.status()).unwrap_or_default(),
-        );
-        let rules: Vec<Value> = node
-            .faults
-            .list()
-            .into_iter()
-            .map(|(id, rule)| json!({ "id": id, "rule": rule }))
-            .collect();
-        map.insert(
-            "faults".into(),
-            json!({ "allowed": node.faults.allowed(), "rules": rules }),
-        );
-        let mut text = String::new();
-        let metrics = match prometheus_client::encoding::text::encode(&mut text, &node.registry) {
-            Ok(()) => metrics(&text),
-            Err(_) => Map::new(),
-        };
-        map.insert("metrics".into(), Value::Object(metrics));
-        map.insert("answers".into(), json!(dashboard.answers()));
+    let mut status = node.status.borrow().as_ref().clone();
+    // Transitions are history the page does not chart; drop them to keep events small.
+    status.transitions.clear();
+    let mut text = String::new();
+    let metrics = match prometheus_client::encoding::text::encode(&mut text, &node.registry) {
+        Ok(()) => metrics(&text),
+        Err(_) => DashboardMetrics::default(),
+    };
+    DashboardSnapshot {
+        answers: dashboard.answers(),
+        faults: crate::fault_list(node),
+        metrics,
+        status: isle_node::StatusReport {
+            node: status,
+            cp: node.cp.raft_status(),
+            ap: node.ap.status(),
+        },
     }
-    body
 }
 
 /// The metrics the charts use, from the text exposition: AP requests by outcome and the
 /// hinted-handoff and anti-entropy counters, summed over their labels.
-fn metrics(text: &str) -> Map<String, Value> {
+fn metrics(text: &str) -> DashboardMetrics {
     const SUMMED: [&str; 7] = [
         "isle_ap_hints_pending",
         "isle_ap_hints_delivered_total",
@@ -216,8 +204,7 @@ fn metrics(text: &str) -> Map<String, Value> {
         "isle_ap_aae_bytes_total",
         "isle_ap_aae_in_sync",
     ];
-    let mut out = Map::new();
-    let mut by_outcome: BTreeMap<String, f64> = BTreeMap::new();
+    let mut out = DashboardMetrics::default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
@@ -235,19 +222,18 @@ fn metrics(text: &str) -> Map<String, Value> {
                 .find_map(|l| l.strip_prefix("outcome="))
                 .map(|o| o.trim_matches('"'))
                 .unwrap_or("unknown");
-            *by_outcome.entry(outcome.to_string()).or_default() += value;
+            *out.ap_requests.entry(outcome.to_string()).or_default() += value;
         } else if SUMMED.contains(&name) {
-            let entry = out.entry(name.to_string()).or_insert(json!(0.0));
-            *entry = json!(entry.as_f64().unwrap_or(0.0) + value);
+            *out.summed.entry(name.to_string()).or_default() += value;
         }
     }
-    out.insert("ap_requests".into(), json!(by_outcome));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn metrics_sum_labels_and_split_requests_by_outcome() {
@@ -258,11 +244,11 @@ mod tests {
             isle_ap_aae_bytes_total 100\n\
             isle_ap_hints_pending 4\n\
             isle_net_frames_sent_total{peer=\"2\"} 9\n";
-        let m = metrics(text);
+        let m = serde_json::to_value(metrics(text)).expect("encodes");
         assert_eq!(m["ap_requests"], json!({"ok": 5.0, "unavailable": 1.0}));
         assert_eq!(m["isle_ap_aae_bytes_total"], json!(100.0));
         assert_eq!(m["isle_ap_hints_pending"], json!(4.0));
-        assert!(!m.contains_key("isle_net_frames_sent_total"));
+        assert!(m.get("isle_net_frames_sent_total").is_none());
     }
 
     #[test]

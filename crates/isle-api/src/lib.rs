@@ -16,7 +16,9 @@
 //! - `/v1/ap/...` — the AP keyspace (see [`ap`]'s module docs); `GET /v1/ap-local/{bucket}/{key}`
 //!   shows this node's own copy of a key (no coordination, no repair) with its digest.
 //!
-//! Errors are JSON: `{"error": "...what failed and what to do..."}`.
+//! Every request and answer body is a type of [`wire`]. Errors are JSON [`wire::ErrorBody`]s:
+//! `{"error": "...what failed and what to do..."}`, plus `kind`, `outcome` and the error's
+//! fields for refusals of the keyspaces.
 
 pub mod ap;
 pub mod ap_backend;
@@ -26,16 +28,19 @@ pub mod etcd;
 pub mod resp;
 mod txn;
 mod watch;
+pub mod wire;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use isle_net::{FaultError, FaultRule};
+use isle_net::FaultError;
 use isle_node::NodeHandle;
 use serde::Deserialize;
-use serde_json::json;
+
+use crate::wire::admin::{ClockSkew, FaultEntry, FaultIds, FaultList, FaultRules, SkewBody};
+use crate::wire::ap::{Field, LocalReply, LocalValue};
 
 /// The router serving one node's API.
 pub fn router(node: NodeHandle) -> Router {
@@ -94,7 +99,7 @@ pub async fn serve(
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+    (status, axum::Json(wire::ErrorBody::message(message))).into_response()
 }
 
 fn fault_error(err: FaultError) -> Response {
@@ -121,13 +126,20 @@ async fn ap_local(
     Path((bucket, key)): Path<(String, String)>,
 ) -> Response {
     match node.ap.local(&bucket, key.as_bytes()) {
-        Ok(Some((value, digest))) => axum::Json(json!({
-            "found": true,
-            "digest": format!("{digest:032x}"),
-            "value": value_json(&value),
-        }))
+        Ok(Some((value, digest))) => axum::Json(LocalReply {
+            digest: Some(format!("{digest:032x}")),
+            found: true,
+            value: Some(local_value(&value)),
+        })
         .into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, axum::Json(json!({ "found": false }))).into_response(),
+        Ok(None) => {
+            let absent = LocalReply {
+                digest: None,
+                found: false,
+                value: None,
+            };
+            (StatusCode::NOT_FOUND, axum::Json(absent)).into_response()
+        }
         Err(err) => error(StatusCode::BAD_REQUEST, err),
     }
 }
@@ -136,31 +148,27 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A value as JSON, bytes shown as (lossy) UTF-8: for inspection only.
-fn value_json(value: &isle_ap::Value) -> serde_json::Value {
+/// A value for `/v1/ap-local`, bytes shown as (lossy) UTF-8: for inspection only.
+fn local_value(value: &isle_ap::Value) -> LocalValue {
     use isle_ap::Value;
+    let texts = |items: &[Vec<u8>]| items.iter().map(|v| text(v)).collect();
     match value {
-        Value::Absent => json!({ "absent": true }),
-        Value::Values(values) => {
-            json!({ "values": values.iter().map(|v| text(v)).collect::<Vec<_>>() })
-        }
-        Value::Counter(n) => json!({ "counter": n }),
-        Value::Set(members) => {
-            json!({ "members": members.iter().map(|v| text(v)).collect::<Vec<_>>() })
-        }
-        Value::Map(fields) => {
-            let fields: serde_json::Map<String, serde_json::Value> = fields
+        Value::Absent => LocalValue::Absent(true),
+        Value::Values(values) => LocalValue::Values(texts(values)),
+        Value::Counter(n) => LocalValue::Counter(*n),
+        Value::Set(members) => LocalValue::Members(texts(members)),
+        Value::Map(fields) => LocalValue::Fields(
+            fields
                 .iter()
                 .map(|(f, v)| {
                     let v = match v {
-                        isle_ap::FieldValue::Text(t) => json!(text(t)),
-                        isle_ap::FieldValue::Int(n) => json!(n),
+                        isle_ap::FieldValue::Text(t) => Field::Text(text(t)),
+                        isle_ap::FieldValue::Int(n) => Field::Int(*n),
                     };
                     (text(f), v)
                 })
-                .collect();
-            json!({ "fields": fields })
-        }
+                .collect(),
+        ),
     }
 }
 
@@ -176,28 +184,28 @@ async fn metrics(State(node): State<NodeHandle>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-async fn list_faults(State(node): State<NodeHandle>) -> Response {
-    let rules: Vec<_> = node
+/// The fault rules in force on `node`.
+pub(crate) fn fault_list(node: &NodeHandle) -> FaultList {
+    let rules = node
         .faults
         .list()
         .into_iter()
-        .map(|(id, rule)| json!({ "id": id, "rule": rule }))
+        .map(|(id, rule)| FaultEntry { id, rule })
         .collect();
-    axum::Json(json!({ "allowed": node.faults.allowed(), "rules": rules })).into_response()
+    FaultList {
+        allowed: node.faults.allowed(),
+        rules,
+    }
 }
 
-/// A POST body: one rule or several.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RulesBody {
-    One(FaultRule),
-    Many(Vec<FaultRule>),
+async fn list_faults(State(node): State<NodeHandle>) -> Response {
+    axum::Json(fault_list(&node)).into_response()
 }
 
 async fn add_faults(State(node): State<NodeHandle>, body: axum::body::Bytes) -> Response {
-    let rules = match serde_json::from_slice::<RulesBody>(&body) {
-        Ok(RulesBody::One(rule)) => vec![rule],
-        Ok(RulesBody::Many(rules)) => rules,
+    let rules = match serde_json::from_slice::<FaultRules>(&body) {
+        Ok(FaultRules::One(rule)) => vec![rule],
+        Ok(FaultRules::Many(rules)) => rules,
         Err(err) => {
             let hint = r#"expected {"peer": 4, "direction": "both", "action": "drop"} or a list"#;
             return error(
@@ -213,22 +221,20 @@ async fn add_faults(State(node): State<NodeHandle>, body: axum::body::Bytes) -> 
             Err(err) => return fault_error(err),
         }
     }
-    (StatusCode::CREATED, axum::Json(json!({ "ids": ids }))).into_response()
+    (StatusCode::CREATED, axum::Json(FaultIds { ids })).into_response()
 }
 
 /// Largest clock skew accepted, ms (a year): beyond it the arithmetic of stamps is all the test
 /// would exercise.
 const SKEW_MS_MAX: i64 = 365 * 24 * 3_600_000;
 
-/// Body of `POST /v1/faults/clock`.
-#[derive(Deserialize)]
-struct SkewBody {
-    skew_ms: i64,
-}
-
 async fn clock_skew(State(node): State<NodeHandle>) -> Response {
     let skew_ms = node.clock_skew.as_ref().map(isle_env::ClockSkew::ms);
-    axum::Json(json!({ "allowed": node.faults.allowed(), "skew_ms": skew_ms })).into_response()
+    let skew = ClockSkew {
+        allowed: node.faults.allowed(),
+        skew_ms,
+    };
+    axum::Json(skew).into_response()
 }
 
 async fn set_clock_skew(State(node): State<NodeHandle>, body: axum::body::Bytes) -> Response {
@@ -260,7 +266,10 @@ async fn set_clock_skew(State(node): State<NodeHandle>, body: axum::body::Bytes)
         }
     };
     skew.set_ms(body.skew_ms);
-    axum::Json(json!({ "skew_ms": body.skew_ms })).into_response()
+    axum::Json(SkewBody {
+        skew_ms: body.skew_ms,
+    })
+    .into_response()
 }
 
 /// Query of `DELETE /v1/faults`.

@@ -14,75 +14,32 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use isle_cp::command::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Fence, Op, OpResponse, PutRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Op, OpResponse, PutRequest,
     RangeRequest, TxnRequest, prefix_end,
 };
 use isle_cp::{Command, Request};
 use isle_node::NodeHandle;
 use isle_node::cp::CpRequestError;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::cp::refusal;
-
-/// The request body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TxnBody {
-    #[serde(default)]
-    compare: Vec<CompareBody>,
-    #[serde(default)]
-    success: Vec<OpBody>,
-    #[serde(default)]
-    failure: Vec<OpBody>,
-    request_id: Option<String>,
-    fence: Option<Fence>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CompareBody {
-    key: String,
-    target: String,
-    result: String,
-    value: Value,
-    #[serde(default)]
-    prefix: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-enum OpBody {
-    Put {
-        key: String,
-        value: String,
-        #[serde(default)]
-        lease: i64,
-    },
-    Delete {
-        key: String,
-        #[serde(default)]
-        prefix: bool,
-    },
-    Get {
-        key: String,
-        #[serde(default)]
-        prefix: bool,
-    },
-}
+use crate::wire::ErrorBody;
+use crate::wire::cp::{
+    Compare as CompareBody, CompareValue, Kv, TxnBody, TxnOp, TxnOpReply, TxnReply,
+};
 
 fn bad(message: String) -> Response {
     (
         StatusCode::BAD_REQUEST,
-        axum::Json(json!({ "error": message })),
+        axum::Json(ErrorBody::message(message)),
     )
         .into_response()
 }
 
-fn integer(value: &Value, target: &str) -> Result<i64, String> {
-    value
-        .as_i64()
-        .ok_or_else(|| format!("compare on {target} needs an integer value"))
+fn integer(value: &CompareValue, target: &str) -> Result<i64, String> {
+    match value {
+        CompareValue::Int(n) => Ok(*n),
+        CompareValue::Text(_) => Err(format!("compare on {target} needs an integer value")),
+    }
 }
 
 fn compare(body: CompareBody) -> Result<Compare, String> {
@@ -92,7 +49,7 @@ fn compare(body: CompareBody) -> Result<Compare, String> {
         "mod" => CompareTarget::Mod(integer(&body.value, "mod")?),
         "lease" => CompareTarget::Lease(integer(&body.value, "lease")?),
         "value" => match &body.value {
-            Value::String(text) => CompareTarget::Value(text.clone().into_bytes()),
+            CompareValue::Text(text) => CompareTarget::Value(text.clone().into_bytes()),
             _ => return Err("compare on value needs a string value".into()),
         },
         other => {
@@ -115,19 +72,19 @@ fn compare(body: CompareBody) -> Result<Compare, String> {
     Ok(compare)
 }
 
-fn op(body: OpBody) -> Op {
+fn op(body: TxnOp) -> Op {
     match body {
-        OpBody::Put { key, value, lease } => Op::Put(PutRequest {
+        TxnOp::Put { key, value, lease } => Op::Put(PutRequest {
             lease,
             ..PutRequest::new(key.as_bytes(), value.as_bytes())
         }),
-        OpBody::Delete { key, prefix: true } => {
+        TxnOp::Delete { key, prefix: true } => {
             Op::DeleteRange(DeleteRangeRequest::prefix(key.as_bytes()))
         }
-        OpBody::Delete { key, prefix: false } => {
+        TxnOp::Delete { key, prefix: false } => {
             Op::DeleteRange(DeleteRangeRequest::key(key.as_bytes()))
         }
-        OpBody::Get { key, prefix } => {
+        TxnOp::Get { key, prefix } => {
             let mut request = RangeRequest::key(key.as_bytes());
             if prefix {
                 request.range_end = prefix_end(key.as_bytes());
@@ -137,21 +94,29 @@ fn op(body: OpBody) -> Op {
     }
 }
 
-fn op_json(response: &OpResponse) -> Value {
+fn op_reply(response: &OpResponse) -> TxnOpReply {
     match response {
-        OpResponse::Put(put) => json!({"put": {"revision": put.header_revision}}),
-        OpResponse::DeleteRange(deleted) => json!({"delete": {"deleted": deleted.deleted}}),
-        OpResponse::Range(range) => json!({"get": {
-            "kvs": range.kvs.iter().map(|kv| json!({
-                "key": String::from_utf8_lossy(&kv.key),
-                "value": String::from_utf8_lossy(&kv.value),
-                "version": kv.version,
-                "create_revision": kv.create_revision,
-                "mod_revision": kv.mod_revision,
-            })).collect::<Vec<_>>(),
-            "count": range.count,
-        }}),
-        OpResponse::Txn(txn) => json!({"txn": {"succeeded": txn.succeeded}}),
+        OpResponse::Put(put) => TxnOpReply::Put {
+            revision: put.header_revision,
+        },
+        OpResponse::DeleteRange(deleted) => TxnOpReply::Delete {
+            deleted: deleted.deleted,
+        },
+        OpResponse::Range(range) => TxnOpReply::Get {
+            count: range.count,
+            // A transaction's get has never shown the lease.
+            kvs: range
+                .kvs
+                .iter()
+                .map(|kv| Kv {
+                    lease: None,
+                    ..crate::cp::kv(kv)
+                })
+                .collect(),
+        },
+        OpResponse::Txn(txn) => TxnOpReply::Txn {
+            succeeded: txn.succeeded,
+        },
     }
 }
 
@@ -175,11 +140,11 @@ pub(crate) async fn txn(
         command = command.with_request_id(id);
     }
     match node.cp.write(command).await {
-        Ok(isle_cp::Response::Txn(txn)) => axum::Json(json!({
-            "succeeded": txn.succeeded,
-            "revision": txn.header_revision,
-            "responses": txn.responses.iter().map(op_json).collect::<Vec<_>>(),
-        }))
+        Ok(isle_cp::Response::Txn(txn)) => axum::Json(TxnReply {
+            responses: txn.responses.iter().map(op_reply).collect(),
+            revision: txn.header_revision,
+            succeeded: txn.succeeded,
+        })
         .into_response(),
         Ok(other) => refusal(&CpRequestError::Internal(format!(
             "unexpected answer {other:?}"

@@ -13,23 +13,13 @@ use futures_util::stream::{self, Stream};
 use isle_cp::command::{EventKind, prefix_end};
 use isle_node::NodeHandle;
 use isle_node::cp::CpRequestError;
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::cp::refusal;
+use crate::wire::ErrorBody;
+use crate::wire::cp::{WatchEvent, WatchEventType, WatchQuery};
 
 /// Most events read from the history per wake-up.
 const EVENTS_BATCH_MAX: usize = 1000;
-
-/// Query of `GET /v1/cp/watch`.
-#[derive(Deserialize)]
-pub(crate) struct WatchQuery {
-    key: String,
-    #[serde(default)]
-    prefix: bool,
-    #[serde(default)]
-    start_revision: i64,
-}
 
 struct Watcher {
     node: NodeHandle,
@@ -43,21 +33,23 @@ struct Watcher {
 
 fn sse_event(event: &isle_cp::command::Event) -> Event {
     let kind = match event.kind {
-        EventKind::Put => "put",
-        EventKind::Delete => "delete",
+        EventKind::Put => WatchEventType::Put,
+        EventKind::Delete => WatchEventType::Delete,
     };
-    let data = json!({
-        "type": kind,
-        "key": String::from_utf8_lossy(&event.kv.key),
-        "value": String::from_utf8_lossy(&event.kv.value),
-        "revision": event.kv.mod_revision,
-        "version": event.kv.version,
-        "prev_value": event.prev_kv.as_ref().map(|kv| String::from_utf8_lossy(&kv.value).to_string()),
-    });
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let data = WatchEvent {
+        key: text(&event.kv.key),
+        prev_value: event.prev_kv.as_ref().map(|kv| text(&kv.value)),
+        revision: event.kv.mod_revision,
+        kind,
+        value: text(&event.kv.value),
+        version: event.kv.version,
+    };
+    // Strings and integers only: encoding cannot fail.
     Event::default()
-        .event(kind)
+        .event(kind.name())
         .id(event.kv.mod_revision.to_string())
-        .data(data.to_string())
+        .data(serde_json::to_string(&data).unwrap_or_default())
 }
 
 impl Watcher {
@@ -93,7 +85,7 @@ impl Watcher {
                 }
                 Err(err) => {
                     self.done = true;
-                    let data = json!({"error": err.to_string()}).to_string();
+                    let data = serde_json::to_string(&ErrorBody::message(err)).unwrap_or_default();
                     self.pending
                         .push_back(Event::default().event("error").data(data));
                 }

@@ -9,11 +9,19 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use clap::{Args, Subcommand};
-use serde_json::{Map, Value, json};
+use isle_api::wire::ErrorBody;
+use isle_api::wire::ap::{
+    BucketsReply, Data, DeleteQuery, Encoding, Field, IncrBody, MapBody, MembersBody, PutBody,
+    ReadQuery, ReadReply, Replicas, Rule, WriteQuery, WriteReply,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::kv::url_encode;
 
@@ -74,8 +82,11 @@ pub struct WriteLevel {
 }
 
 impl WriteLevel {
-    fn query(&self) -> String {
-        format!("w={}&strict={}", url_encode(&self.w), self.strict)
+    fn query(&self) -> WriteQuery {
+        WriteQuery {
+            strict: Some(self.strict.to_string()),
+            w: Some(self.w.clone()),
+        }
     }
 }
 
@@ -227,16 +238,20 @@ fn key_path(key: &Key, suffix: &str) -> String {
     )
 }
 
-/// Sends a request; returns the JSON answer of a success or of a 404 (absent key), and turns
-/// any other answer into an error carrying the server's sentence.
-async fn call(
+/// Sends a request (with `query` and a JSON `body`, if given); returns the answer of a success
+/// or of a 404 for an absent key (a read's answer all the same), decoded as `T`, and turns any
+/// other answer into an error carrying the server's sentence.
+async fn call<T: DeserializeOwned>(
     method: reqwest::Method,
     addr: &str,
     path: &str,
-    body: Option<&Value>,
-) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    query: &(impl Serialize + ?Sized),
+    body: Option<&(impl Serialize + ?Sized)>,
+) -> anyhow::Result<T> {
     let what = format!("{method} {path} on {addr}");
-    let mut request = http()?.request(method, format!("{}{path}", base_url(addr)));
+    let mut request = http()?
+        .request(method, format!("{}{path}", base_url(addr)))
+        .query(query);
     if let Some(body) = body {
         request = request.json(body);
     }
@@ -246,50 +261,46 @@ async fn call(
         .text()
         .await
         .with_context(|| format!("reading the answer to {what}"))?;
-    let parsed = serde_json::from_str::<Value>(&text);
     let absent = status == reqwest::StatusCode::NOT_FOUND
-        && parsed.as_ref().is_ok_and(|v| v["found"] == json!(false));
+        && serde_json::from_str::<ReadReply>(&text).is_ok_and(|read| !read.found);
     if !status.is_success() && !absent {
-        let message = parsed
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or(text);
+        let message = serde_json::from_str::<ErrorBody>(&text).map_or(text, |body| body.error);
         bail!("{what}: HTTP {status}: {message}");
     }
-    let value = parsed.with_context(|| format!("{what}: the answer is not JSON"))?;
-    Ok((status, value))
+    serde_json::from_str(&text).with_context(|| format!("{what}: unexpected answer {text}"))
 }
 
-/// A byte string of an answer, decoded when the answer says `"encoding": "base64"`.
-fn bytes(answer: &Value, text: &Value) -> Vec<u8> {
-    let text = text.as_str().unwrap_or_default();
-    if answer["encoding"] == "base64" {
-        STANDARD
-            .decode(text)
-            .unwrap_or_else(|_| text.as_bytes().to_vec())
-    } else {
-        text.as_bytes().to_vec()
-    }
+/// No body, for the requests that send none.
+const NO_BODY: Option<&()> = None;
+
+/// No query parameters.
+const NO_QUERY: &[(&str, &str)] = &[];
+
+/// The bytes a string of an answer spells in its `encoding`.
+fn bytes(encoding: Encoding, text: &str) -> Vec<u8> {
+    encoding
+        .decode(text)
+        .unwrap_or_else(|_| text.as_bytes().to_vec())
 }
 
-fn print_lines<'a>(answer: &Value, items: impl Iterator<Item = &'a Value>) -> anyhow::Result<()> {
+fn print_lines(encoding: Encoding, items: &[String]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for item in items {
-        out.write_all(&bytes(answer, item))?;
+        out.write_all(&bytes(encoding, item))?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(())
 }
 
-fn print_fields(answer: &Value) -> anyhow::Result<()> {
+fn print_fields(encoding: Encoding, fields: &BTreeMap<String, Field>) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    for (field, value) in answer["fields"].as_object().into_iter().flatten() {
-        out.write_all(&bytes(answer, &json!(field)))?;
+    for (field, value) in fields {
+        out.write_all(&bytes(encoding, field))?;
         out.write_all(b" = ")?;
         match value {
-            Value::String(_) => out.write_all(&bytes(answer, value))?,
-            other => out.write_all(other.to_string().as_bytes())?,
+            Field::Text(text) => out.write_all(&bytes(encoding, text))?,
+            Field::Int(n) => out.write_all(n.to_string().as_bytes())?,
         }
         out.write_all(b"\n")?;
     }
@@ -298,56 +309,50 @@ fn print_fields(answer: &Value) -> anyhow::Result<()> {
 }
 
 /// The value of an answer on stdout, by its type.
-fn print_value(answer: &Value) -> anyhow::Result<()> {
-    match answer["type"].as_str() {
-        Some("value") => print_lines(answer, answer["values"].as_array().into_iter().flatten()),
-        Some("counter") => {
-            println!("{}", answer["value"]);
+fn print_value(encoding: Encoding, data: &Data) -> anyhow::Result<()> {
+    match data {
+        Data::Values(values) => print_lines(encoding, values),
+        Data::Counter(n) => {
+            println!("{n}");
             Ok(())
         }
-        Some("set") => print_lines(answer, answer["members"].as_array().into_iter().flatten()),
-        Some("map") => print_fields(answer),
-        _ => Ok(()),
+        Data::Set(members) => print_lines(encoding, members),
+        Data::Map(fields) => print_fields(encoding, fields),
+        Data::Absent => Ok(()),
     }
 }
 
 /// `replicas 2/3 (quorum needs 2), 1 fallback`.
-fn replicas_line(answer: &Value) -> String {
-    let replicas = &answer["replicas"];
+fn replicas_line(replicas: &Replicas) -> String {
     let mut line = format!(
         "replicas {}/{} ({} needs {})",
-        replicas["answered"],
-        replicas["asked"],
-        replicas["level"].as_str().unwrap_or("?"),
-        replicas["needed"]
+        replicas.answered, replicas.asked, replicas.level, replicas.needed
     );
-    match replicas["fallbacks"].as_u64() {
-        Some(0) | None => {}
-        Some(1) => line.push_str(", 1 fallback"),
-        Some(n) => line.push_str(&format!(", {n} fallbacks")),
+    match replicas.fallbacks {
+        0 => {}
+        1 => line.push_str(", 1 fallback"),
+        n => line.push_str(&format!(", {n} fallbacks")),
     }
     line
 }
 
 /// `context=... replicas 3/3 (quorum needs 2)` plus what else a reader should know.
-fn summary(answer: &Value) -> String {
+fn summary(answer: &ReadReply) -> String {
     let mut line = format!(
         "context={} {}",
-        answer["context"].as_str().unwrap_or(""),
-        replicas_line(answer)
+        answer.context,
+        replicas_line(&answer.replicas)
     );
-    if answer["rule"] == "lww"
-        && let Some(stamp) = answer["stamp"].as_object()
+    if answer.rule == Rule::Lww
+        && let Some(stamp) = &answer.stamp
     {
         line.push_str(&format!(
             " lww stamp={}.{}@{}",
-            stamp.get("physical_ms").unwrap_or(&Value::Null),
-            stamp.get("logical").unwrap_or(&Value::Null),
-            stamp.get("node").unwrap_or(&Value::Null)
+            stamp.physical_ms, stamp.logical, stamp.node
         ));
     }
-    let siblings = answer["values"].as_array().map_or(0, Vec::len);
-    if answer["type"] == "value" && siblings > 1 {
+    let siblings = answer.data.values().len();
+    if siblings > 1 {
         line.push_str(&format!(
             "\n{siblings} siblings: concurrent or blind writes; resolve with `isle ap put ... --context <this context>`"
         ));
@@ -355,7 +360,7 @@ fn summary(answer: &Value) -> String {
     line
 }
 
-fn print_json(answer: &Value) -> anyhow::Result<()> {
+fn print_json(answer: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(answer)?);
     Ok(())
 }
@@ -365,10 +370,17 @@ async fn post(
     key: &Key,
     op: &str,
     level: &WriteLevel,
-    body: &Value,
-) -> anyhow::Result<Option<Value>> {
-    let path = format!("{}?{}", key_path(key, &format!("/{op}")), level.query());
-    let (_, answer) = call(reqwest::Method::POST, &target.http, &path, Some(body)).await?;
+    body: &impl Serialize,
+) -> anyhow::Result<Option<WriteReply>> {
+    let path = key_path(key, &format!("/{op}"));
+    let answer: WriteReply = call(
+        reqwest::Method::POST,
+        &target.http,
+        &path,
+        &level.query(),
+        Some(body),
+    )
+    .await?;
     if target.json {
         print_json(&answer)?;
         return Ok(None);
@@ -383,21 +395,24 @@ pub async fn run(command: ApCommand) -> anyhow::Result<()> {
         ApCommand::Put(args) => put(args).await,
         ApCommand::Del(args) => del(args).await,
         ApCommand::Incr(args) => {
-            let mut body = json!({"by": args.by});
-            if let Some(id) = &args.request_id {
-                body["request_id"] = json!(id);
-            }
+            let body = IncrBody {
+                by: args.by,
+                request_id: args.request_id.clone(),
+            };
             let Some(answer) = post(&args.target, &args.key, "incr", &args.level, &body).await?
             else {
                 return Ok(());
             };
-            println!("{}", answer["value"]);
-            let applied = if answer["applied"] == json!(false) {
-                " (not applied again: this request id was applied before)"
-            } else {
+            match answer.data.counter() {
+                Some(n) => println!("{n}"),
+                None => println!("null"),
+            }
+            let applied = if answer.applied {
                 ""
+            } else {
+                " (not applied again: this request id was applied before)"
             };
-            eprintln!("{}{applied}", replicas_line(&answer));
+            eprintln!("{}{applied}", replicas_line(&answer.replicas));
             Ok(())
         }
         ApCommand::Sadd(args) => members(args, "sadd").await,
@@ -406,47 +421,55 @@ pub async fn run(command: ApCommand) -> anyhow::Result<()> {
             if args.pairs.len() % 2 != 0 {
                 bail!("hset takes FIELD VALUE pairs; got an odd number of arguments");
             }
-            let set: Map<String, Value> = args
+            let set = args
                 .pairs
                 .chunks(2)
                 .filter_map(|pair| match pair {
-                    [field, value] => Some((field.clone(), json!(value))),
+                    [field, value] => Some((field.clone(), value.clone())),
                     _ => None,
                 })
                 .collect();
-            map_update(
-                &args.target,
-                &args.key,
-                &args.level,
-                &json!({"set": set}),
-                None,
-            )
-            .await
+            let body = MapBody {
+                set,
+                ..MapBody::default()
+            };
+            map_update(&args.target, &args.key, &args.level, &body, None).await
         }
         ApCommand::Hincr(args) => {
-            let mut body = json!({"incr": {&args.field: args.by}});
-            if let Some(id) = &args.request_id {
-                body["request_id"] = json!(id);
-            }
+            let body = MapBody {
+                incr: BTreeMap::from([(args.field.clone(), args.by)]),
+                request_id: args.request_id.clone(),
+                ..MapBody::default()
+            };
             let field = Some(args.field.as_str());
             map_update(&args.target, &args.key, &args.level, &body, field).await
         }
         ApCommand::Hdel(args) => {
-            let body = json!({"remove": args.fields});
+            let body = MapBody {
+                remove: args.fields.clone(),
+                ..MapBody::default()
+            };
             map_update(&args.target, &args.key, &args.level, &body, None).await
         }
         ApCommand::Buckets(target) => {
-            let (_, answer) = call(reqwest::Method::GET, &target.http, "/v1/ap", None).await?;
+            let answer: BucketsReply = call(
+                reqwest::Method::GET,
+                &target.http,
+                "/v1/ap",
+                NO_QUERY,
+                NO_BODY,
+            )
+            .await?;
             if target.json {
                 return print_json(&answer);
             }
             println!("{:<24} {:<9} {:>3}", "BUCKET", "RULE", "N");
-            for bucket in answer["buckets"].as_array().into_iter().flatten() {
+            for bucket in &answer.buckets {
                 println!(
                     "{:<24} {:<9} {:>3}",
-                    bucket["name"].as_str().unwrap_or(""),
-                    bucket["rule"].as_str().unwrap_or(""),
-                    bucket["n"]
+                    bucket.name,
+                    bucket.rule.to_string(),
+                    bucket.n
                 );
             }
             Ok(())
@@ -455,49 +478,65 @@ pub async fn run(command: ApCommand) -> anyhow::Result<()> {
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let path = format!(
-        "{}?r={}&strict={}",
-        key_path(&args.key, ""),
-        url_encode(&args.r),
-        args.strict
-    );
-    let (_, answer) = call(reqwest::Method::GET, &args.target.http, &path, None).await?;
+    let path = key_path(&args.key, "");
+    let query = ReadQuery {
+        r: Some(args.r.clone()),
+        strict: Some(args.strict.to_string()),
+    };
+    let answer: ReadReply = call(
+        reqwest::Method::GET,
+        &args.target.http,
+        &path,
+        &query,
+        NO_BODY,
+    )
+    .await?;
     if args.target.json {
         return print_json(&answer);
     }
-    if answer["found"] == json!(false) {
+    if !answer.found {
         eprintln!("(not found) {}", summary(&answer));
         return Ok(());
     }
-    print_value(&answer)?;
+    print_value(answer.encoding, &answer.data)?;
     eprintln!("{}", summary(&answer));
     Ok(())
 }
 
 async fn put(args: PutArgs) -> anyhow::Result<()> {
-    let mut body = if args.value == "-" {
+    let (value, encoding) = if args.value == "-" {
         let mut value = Vec::new();
         std::io::stdin()
             .read_to_end(&mut value)
             .context("reading the value from stdin")?;
         match String::from_utf8(value) {
-            Ok(text) => json!({"value": text}),
-            Err(err) => json!({"value": STANDARD.encode(err.as_bytes()), "encoding": "base64"}),
+            Ok(text) => (text, Encoding::Utf8),
+            Err(err) => (STANDARD.encode(err.as_bytes()), Encoding::Base64),
         }
     } else {
-        json!({"value": args.value})
+        (args.value.clone(), Encoding::Utf8)
     };
-    if let Some(context) = &args.context {
-        body["context"] = json!(context);
-    }
-    let path = format!("{}?{}", key_path(&args.key, ""), args.level.query());
-    let (_, answer) = call(reqwest::Method::PUT, &args.target.http, &path, Some(&body)).await?;
+    let body = PutBody {
+        context: args.context.clone(),
+        encoding,
+        value,
+    };
+    let path = key_path(&args.key, "");
+    let query = args.level.query();
+    let answer: WriteReply = call(
+        reqwest::Method::PUT,
+        &args.target.http,
+        &path,
+        &query,
+        Some(&body),
+    )
+    .await?;
     if args.target.json {
         return print_json(&answer);
     }
-    println!("{}", answer["context"].as_str().unwrap_or(""));
-    let mut line = replicas_line(&answer);
-    let siblings = answer["values"].as_array().map_or(0, Vec::len);
+    println!("{}", answer.context);
+    let mut line = replicas_line(&answer.replicas);
+    let siblings = answer.data.values().len();
     if siblings > 1 {
         line.push_str(&format!(
             "; the key now holds {siblings} siblings (this write was blind or concurrent)"
@@ -508,31 +547,44 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
 }
 
 async fn del(args: DelArgs) -> anyhow::Result<()> {
-    let mut path = format!("{}?{}", key_path(&args.key, ""), args.level.query());
-    if let Some(context) = &args.context {
-        path.push_str(&format!("&context={}", url_encode(context)));
-    }
-    let (_, answer) = call(reqwest::Method::DELETE, &args.target.http, &path, None).await?;
+    let path = key_path(&args.key, "");
+    let WriteQuery { strict, w } = args.level.query();
+    let query = DeleteQuery {
+        context: args.context.clone(),
+        strict,
+        w,
+    };
+    let answer: WriteReply = call(
+        reqwest::Method::DELETE,
+        &args.target.http,
+        &path,
+        &query,
+        NO_BODY,
+    )
+    .await?;
     if args.target.json {
         return print_json(&answer);
     }
-    let left = answer["values"].as_array().map_or(0, Vec::len);
-    if answer["type"] == "value" && left > 0 {
+    let left = answer.data.values().len();
+    if left > 0 {
         println!("deleted; {left} concurrent value(s) survive as siblings");
     } else {
         println!("deleted");
     }
-    eprintln!("{}", replicas_line(&answer));
+    eprintln!("{}", replicas_line(&answer.replicas));
     Ok(())
 }
 
 async fn members(args: MembersArgs, op: &str) -> anyhow::Result<()> {
-    let body = json!({"members": args.members});
+    let body = MembersBody {
+        members: args.members.clone(),
+        ..MembersBody::default()
+    };
     let Some(answer) = post(&args.target, &args.key, op, &args.level, &body).await? else {
         return Ok(());
     };
-    print_value(&answer)?;
-    eprintln!("{}", replicas_line(&answer));
+    print_value(answer.encoding, &answer.data)?;
+    eprintln!("{}", replicas_line(&answer.replicas));
     Ok(())
 }
 
@@ -540,17 +592,22 @@ async fn map_update(
     target: &Target,
     key: &Key,
     level: &WriteLevel,
-    body: &Value,
+    body: &MapBody,
     field: Option<&str>,
 ) -> anyhow::Result<()> {
     let Some(answer) = post(target, key, "map-update", level, body).await? else {
         return Ok(());
     };
+    let fields = match &answer.data {
+        Data::Map(fields) => fields.clone(),
+        _ => BTreeMap::new(),
+    };
     match field {
-        Some(field) => println!("{}", answer["fields"][field]),
-        None => print_fields(&answer)?,
+        // The field as JSON (`null` when gone), as this line has always shown it.
+        Some(field) => println!("{}", serde_json::to_string(&fields.get(field))?),
+        None => print_fields(answer.encoding, &fields)?,
     }
-    eprintln!("{}", replicas_line(&answer));
+    eprintln!("{}", replicas_line(&answer.replicas));
     Ok(())
 }
 
@@ -617,18 +674,17 @@ mod tests {
 
     #[test]
     fn the_summary_reads_as_a_sentence() {
-        let answer = json!({
+        let answer: ReadReply = serde_json::from_value(serde_json::json!({
             "type": "value", "values": ["a", "b"], "context": "CTX", "rule": "siblings",
+            "bucket": "b", "key": "k", "found": true, "stamp": null,
             "replicas": {"answered": 2, "asked": 3, "needed": 2, "level": "quorum", "fallbacks": 1},
-        });
+        }))
+        .expect("a read's answer");
         let line = summary(&answer);
         assert!(
             line.starts_with("context=CTX replicas 2/3 (quorum needs 2), 1 fallback\n2 siblings"),
             "{line}"
         );
-        assert_eq!(
-            bytes(&json!({"encoding": "base64"}), &json!("/wA=")),
-            [0xff, 0]
-        );
+        assert_eq!(bytes(Encoding::Base64, "/wA="), [0xff, 0]);
     }
 }

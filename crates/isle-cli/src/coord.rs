@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use isle_api::wire::cp::{
+    CompactBody, FenceQuery, LeaseGrantBody, LeaseGrantReply, LeaseIdBody, LeaseKeepAliveReply,
+    LeasesReply, LockBody, LockReply, Membership, MembershipChange, TxnBody, TxnReply, UnlockBody,
+};
+use serde::de::IgnoredAny;
 
 use isle_lab::admin as client;
 
@@ -49,25 +53,25 @@ pub async fn lease(command: LeaseCommand) -> anyhow::Result<()> {
     let client = client::http()?;
     match command {
         LeaseCommand::Grant { http, ttl_secs } => {
-            let body = json!({"ttl_secs": ttl_secs});
-            let answer = client::post(&client, &http, "/v1/cp/lease/grant", &body).await?;
-            println!(
-                "lease {} granted with TTL {}s",
-                answer["id"], answer["ttl_secs"]
-            );
+            let body = LeaseGrantBody { id: 0, ttl_secs };
+            let answer: LeaseGrantReply =
+                client::post(&client, &http, "/v1/cp/lease/grant", &body).await?;
+            println!("lease {} granted with TTL {}s", answer.id, answer.ttl_secs);
         }
         LeaseCommand::KeepAlive { http, id } => {
-            let answer =
-                client::post(&client, &http, "/v1/cp/lease/keepalive", &json!({"id": id})).await?;
-            println!("lease {id} kept alive, TTL {}s", answer["ttl_secs"]);
+            let body = LeaseIdBody { id };
+            let answer: LeaseKeepAliveReply =
+                client::post(&client, &http, "/v1/cp/lease/keepalive", &body).await?;
+            println!("lease {id} kept alive, TTL {}s", answer.ttl_secs);
         }
         LeaseCommand::Revoke { http, id } => {
-            client::post(&client, &http, "/v1/cp/lease/revoke", &json!({"id": id})).await?;
+            let body = LeaseIdBody { id };
+            client::post::<_, IgnoredAny>(&client, &http, "/v1/cp/lease/revoke", &body).await?;
             println!("lease {id} revoked");
         }
         LeaseCommand::List { http } => {
-            let answer = client::get(&client, &http, "/v1/cp/leases").await?;
-            println!("{}", serde_json::to_string_pretty(&answer["leases"])?);
+            let answer: LeasesReply = client::get(&client, &http, "/v1/cp/leases").await?;
+            println!("{}", serde_json::to_string_pretty(&answer.leases)?);
         }
     }
     Ok(())
@@ -93,40 +97,46 @@ pub struct LockArgs {
 /// then releases it.
 pub async fn lock(args: LockArgs) -> anyhow::Result<()> {
     let client = client::http()?;
-    let grant = json!({"ttl_secs": args.ttl_secs});
-    let lease = client::post(&client, &args.http, "/v1/cp/lease/grant", &grant).await?;
-    let lease_id = lease["id"].as_i64().context("lease grant without id")?;
-    let body = json!({"name": args.name, "lease": lease_id, "timeout_ms": args.timeout_ms});
+    let grant = LeaseGrantBody {
+        id: 0,
+        ttl_secs: args.ttl_secs,
+    };
+    let lease: LeaseGrantReply =
+        client::post(&client, &args.http, "/v1/cp/lease/grant", &grant).await?;
+    let lease_id = lease.id;
+    let body = LockBody {
+        lease: lease_id,
+        name: args.name.clone(),
+        timeout_ms: args.timeout_ms,
+    };
     let waiting = reqwest::Client::builder()
         .timeout(Duration::from_millis(args.timeout_ms + 5_000))
         .build()?;
-    let held = client::post(&waiting, &args.http, "/v1/cp/lock", &body).await?;
+    let held: LockReply = client::post(&waiting, &args.http, "/v1/cp/lock", &body).await?;
+    // The key as JSON (quoted), as this line has always shown it.
+    let key = serde_json::to_string(&held.key)?;
     println!(
-        "locked {} key={} token={} lease={lease_id}\n(present --fence-lock {} --fence-token {} \
+        "locked {} key={key} token={} lease={lease_id}\n(present --fence-lock {} --fence-token {} \
          with protected writes; Ctrl-C releases)",
-        args.name, held["key"], held["token"], args.name, held["token"]
+        args.name, held.token, args.name, held.token
     );
     let period = Duration::from_secs(u64::try_from(args.ttl_secs.max(3) / 3).unwrap_or(1));
-    let keep_alive = json!({"id": lease_id});
+    let keep_alive = LeaseIdBody { id: lease_id };
     loop {
         tokio::select! {
             biased;
             _ = tokio::signal::ctrl_c() => break,
             () = tokio::time::sleep(period) => {
-                if let Err(err) = client::post(&client, &args.http, "/v1/cp/lease/keepalive", &keep_alive).await {
+                let path = "/v1/cp/lease/keepalive";
+                if let Err(err) = client::post::<_, IgnoredAny>(&client, &args.http, path, &keep_alive).await {
                     eprintln!("keep-alive failed: {err:#}; the lock may be lost");
                 }
             }
         }
     }
-    client::post(
-        &client,
-        &args.http,
-        "/v1/cp/unlock",
-        &json!({"key": held["key"]}),
-    )
-    .await?;
-    client::post(&client, &args.http, "/v1/cp/lease/revoke", &keep_alive).await?;
+    let unlock = UnlockBody { key: held.key };
+    client::post::<_, IgnoredAny>(&client, &args.http, "/v1/cp/unlock", &unlock).await?;
+    client::post::<_, IgnoredAny>(&client, &args.http, "/v1/cp/lease/revoke", &keep_alive).await?;
     println!("released {}", args.name);
     Ok(())
 }
@@ -148,8 +158,9 @@ pub async fn txn(args: TxnArgs) -> anyhow::Result<()> {
     } else {
         args.json
     };
-    let body: Value = serde_json::from_str(&text).context("the transaction is not valid JSON")?;
-    let answer = client::post(&client::http()?, &args.http, "/v1/cp/txn", &body).await?;
+    let body: TxnBody = serde_json::from_str(&text)
+        .context("the transaction is not valid JSON or not a transaction (see /v1/cp/txn)")?;
+    let answer: TxnReply = client::post(&client::http()?, &args.http, "/v1/cp/txn", &body).await?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
@@ -198,27 +209,29 @@ pub async fn member(command: MemberCommand) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    let change = |http: &str, body: Value| {
+    let change = |http: &str, body: MembershipChange| {
         let client = client.clone();
         let http = http.to_string();
         async move { client::post(&client, &http, "/v1/cp/members", &body).await }
     };
-    let answer = match command {
+    let answer: Membership = match command {
         MemberCommand::List { http } => client::get(&client, &http, "/v1/cp/members").await?,
         MemberCommand::Add { http, id, promote } => {
-            let added = change(&http, json!({"AddLearner": id})).await?;
+            let added = change(&http, MembershipChange::AddLearner(id)).await?;
             if promote {
-                change(&http, json!({"Promote": id})).await?
+                change(&http, MembershipChange::Promote(id)).await?
             } else {
                 added
             }
         }
-        MemberCommand::Promote { http, id } => change(&http, json!({"Promote": id})).await?,
-        MemberCommand::Remove { http, id } => change(&http, json!({"Remove": id})).await?,
+        MemberCommand::Promote { http, id } => change(&http, MembershipChange::Promote(id)).await?,
+        MemberCommand::Remove { http, id } => change(&http, MembershipChange::Remove(id)).await?,
     };
+    // As JSON lists, as this line has always shown them.
     println!(
         "voters: {}  learners: {}",
-        answer["voters"], answer["learners"]
+        serde_json::to_string(&answer.voters)?,
+        serde_json::to_string(&answer.learners)?
     );
     Ok(())
 }
@@ -279,8 +292,10 @@ pub struct CompactArgs {
 
 /// Runs `isle compact REV`.
 pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
-    let body = json!({"revision": args.revision});
-    client::post(&client::http()?, &args.http, "/v1/cp/compact", &body).await?;
+    let body = CompactBody {
+        revision: args.revision,
+    };
+    client::post::<_, IgnoredAny>(&client::http()?, &args.http, "/v1/cp/compact", &body).await?;
     println!("compacted history below revision {}", args.revision);
     Ok(())
 }
@@ -299,9 +314,11 @@ pub struct FenceCheckArgs {
 
 /// Runs `isle fence-check LOCK TOKEN`: exits 0 if TOKEN is the newest granted for LOCK.
 pub async fn fence_check(args: FenceCheckArgs) -> anyhow::Result<()> {
-    let lock = crate::kv::url_encode(&args.lock);
-    let path = format!("/v1/cp/fence?lock={lock}&token={}", args.token);
-    client::get(&client::http()?, &args.http, &path).await?;
+    let query = FenceQuery {
+        lock: args.lock.clone(),
+        token: args.token,
+    };
+    client::get_with::<_, IgnoredAny>(&client::http()?, &args.http, "/v1/cp/fence", &query).await?;
     println!(
         "token {} is the newest for {}: accept",
         args.token, args.lock

@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use isle_api::wire::admin::{FaultIds, FaultList};
 use isle_net::{Direction, FaultAction, FaultRule};
 use isle_types::NodeId;
-use serde_json::json;
+use serde::de::IgnoredAny;
 
 use isle_lab::admin as client;
 
@@ -111,11 +112,11 @@ pub async fn run(command: FaultCommand) -> anyhow::Result<()> {
                 action: parse_action(&args.action, args.delay_ms)?,
                 probability: args.probability,
             };
-            let answer = client::post(&client, &args.http, "/v1/faults", &json!(rule)).await?;
-            println!("added: {answer}");
+            let answer: FaultIds = client::post(&client, &args.http, "/v1/faults", &rule).await?;
+            println!("added: {}", serde_json::to_string(&answer)?);
         }
         FaultCommand::List(args) => {
-            let answer = client::get(&client, &args.http, "/v1/faults").await?;
+            let answer: FaultList = client::get(&client, &args.http, "/v1/faults").await?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
         }
         FaultCommand::Clear(args) => {
@@ -123,7 +124,7 @@ pub async fn run(command: FaultCommand) -> anyhow::Result<()> {
                 Some(peer) => format!("/v1/faults?peer={peer}"),
                 None => "/v1/faults".to_string(),
             };
-            client::delete(&client, &args.http, &path).await?;
+            client::delete::<IgnoredAny>(&client, &args.http, &path).await?;
             println!("cleared");
         }
     }
@@ -176,7 +177,7 @@ pub async fn split(args: SplitArgs) -> anyhow::Result<()> {
                 probability: 1.0,
             })
             .collect();
-        client::post(&client, http, "/v1/faults", &json!(rules))
+        client::post::<_, FaultIds>(&client, http, "/v1/faults", &rules)
             .await
             .with_context(|| format!("cutting node {id}"))?;
     }
@@ -193,7 +194,7 @@ pub async fn heal(args: HealArgs) -> anyhow::Result<()> {
     let client = client::http()?;
     let members = client::members(&client, &args.http).await?;
     for (id, http) in &members {
-        client::delete(&client, http, "/v1/faults")
+        client::delete::<IgnoredAny>(&client, http, "/v1/faults")
             .await
             .with_context(|| format!("healing node {id}"))?;
     }

@@ -1,7 +1,10 @@
 //! `isle put`, `isle get`, `isle del`: the CP keyspace from the command line.
 
 use clap::Args;
-use serde_json::{Value, json};
+use isle_api::wire::cp::{
+    Consistency, DeleteBody, DeleteReply, Fence, GetQuery, GetReply, PutBody, PutReply, WatchEvent,
+    WatchEventType,
+};
 
 use isle_lab::admin as client;
 
@@ -20,12 +23,14 @@ pub struct FenceArgs {
 }
 
 impl FenceArgs {
-    fn add_to(&self, body: &mut Value) {
-        if let (Some(lock), Some(token)) = (&self.fence_lock, self.fence_token) {
-            body["fence"] = json!({"lock": lock, "token": token});
-        }
-        if let Some(id) = &self.request_id {
-            body["request_id"] = json!(id);
+    /// The fence the flags give, if any.
+    fn fence(&self) -> Option<Fence> {
+        match (&self.fence_lock, self.fence_token) {
+            (Some(lock), Some(token)) => Some(Fence {
+                lock: lock.clone(),
+                token,
+            }),
+            _ => None,
         }
     }
 }
@@ -83,49 +88,60 @@ pub struct DelArgs {
 
 /// `isle put KEY VALUE`.
 pub async fn put(args: PutArgs) -> anyhow::Result<()> {
-    let mut body = json!({"key": args.key, "value": args.value});
-    args.fence.add_to(&mut body);
-    let answer = client::post(&client::http()?, &args.http, "/v1/cp/put", &body).await?;
-    println!("OK revision {}", answer["revision"]);
+    let body = PutBody {
+        fence: args.fence.fence(),
+        key: args.key,
+        request_id: args.fence.request_id,
+        value: args.value,
+        ..PutBody::default()
+    };
+    let answer: PutReply = client::post(&client::http()?, &args.http, "/v1/cp/put", &body).await?;
+    println!("OK revision {}", answer.revision);
     Ok(())
 }
 
 /// `isle get KEY`.
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let consistency = if args.stale { "stale" } else { "linearizable" };
-    let key: String = url_encode(&args.key);
-    let path = format!(
-        "/v1/cp/get?key={key}&prefix={}&revision={}&consistency={consistency}",
-        args.prefix, args.revision
-    );
-    let answer = client::get(&client::http()?, &args.http, &path).await?;
+    let (consistency, said) = if args.stale {
+        (Consistency::Stale, "stale")
+    } else {
+        (Consistency::Linearizable, "linearizable")
+    };
+    let query = GetQuery {
+        consistency,
+        key: args.key,
+        prefix: args.prefix,
+        revision: args.revision,
+        ..GetQuery::default()
+    };
+    let answer: GetReply =
+        client::get_with(&client::http()?, &args.http, "/v1/cp/get", &query).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
-    for kv in answer["kvs"].as_array().into_iter().flatten() {
-        println!(
-            "{} = {}",
-            kv["key"].as_str().unwrap_or(""),
-            kv["value"].as_str().unwrap_or("")
-        );
+    for kv in &answer.kvs {
+        println!("{} = {}", kv.key, kv.value);
     }
     eprintln!(
-        "({} key(s) at revision {}, {} read served by node {})",
-        answer["count"], answer["revision"], consistency, answer["served_by"]
+        "({} key(s) at revision {}, {said} read served by node {})",
+        answer.count, answer.revision, answer.served_by
     );
     Ok(())
 }
 
 /// `isle del KEY`.
 pub async fn del(args: DelArgs) -> anyhow::Result<()> {
-    let mut body = json!({"key": args.key, "prefix": args.prefix});
-    args.fence.add_to(&mut body);
-    let answer = client::post(&client::http()?, &args.http, "/v1/cp/delete", &body).await?;
-    println!(
-        "deleted {} at revision {}",
-        answer["deleted"], answer["revision"]
-    );
+    let body = DeleteBody {
+        fence: args.fence.fence(),
+        key: args.key,
+        prefix: args.prefix,
+        request_id: args.fence.request_id,
+        ..DeleteBody::default()
+    };
+    let answer: DeleteReply =
+        client::post(&client::http()?, &args.http, "/v1/cp/delete", &body).await?;
+    println!("deleted {} at revision {}", answer.deleted, answer.revision);
     Ok(())
 }
 
@@ -176,20 +192,14 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         while let Some(end) = buffer.find("\n\n") {
             let event: String = buffer.drain(..end + 2).collect();
             for line in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
-                let data: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-                match data["type"].as_str() {
-                    Some("put") => println!(
+                match serde_json::from_str::<WatchEvent>(line) {
+                    Ok(event) if event.kind == WatchEventType::Put => println!(
                         "PUT {} = {} (revision {})",
-                        data["key"].as_str().unwrap_or(""),
-                        data["value"].as_str().unwrap_or(""),
-                        data["revision"]
+                        event.key, event.value, event.revision
                     ),
-                    Some("delete") => println!(
-                        "DELETE {} (revision {})",
-                        data["key"].as_str().unwrap_or(""),
-                        data["revision"]
-                    ),
-                    _ => println!("{line}"),
+                    Ok(event) => println!("DELETE {} (revision {})", event.key, event.revision),
+                    // An `error` event, or one this client does not know.
+                    Err(_) => println!("{line}"),
                 }
             }
         }

@@ -20,6 +20,20 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// One member in `isle status --json`: its report, or why it could not be read.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum JsonRow {
+    /// What the member answered.
+    Report(Box<StatusReport>),
+    /// It did not answer.
+    Unreachable {
+        error: String,
+        http_addr: String,
+        node: u64,
+    },
+}
+
 /// Asks the given node for the members, then every member for its own status.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let client = client::http()?;
@@ -31,13 +45,15 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         rows.push((*id, http.clone(), client::status(&client, http).await));
     }
     if args.json {
-        let all: Vec<serde_json::Value> = rows
+        let all: Vec<JsonRow> = rows
             .into_iter()
-            .map(|(id, http, status)| match status {
-                Ok(status) => serde_json::to_value(status).unwrap_or_default(),
-                Err(err) => {
-                    serde_json::json!({"node": id, "http_addr": http, "error": err.to_string()})
-                }
+            .map(|(node, http_addr, status)| match status {
+                Ok(status) => JsonRow::Report(Box::new(status)),
+                Err(err) => JsonRow::Unreachable {
+                    error: err.to_string(),
+                    http_addr,
+                    node,
+                },
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&all)?);

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use isle_api::wire::ErrorBody;
 use isle_node::StatusReport;
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// A client with short timeouts: an unreachable node must not hang the CLI.
 pub fn http() -> anyhow::Result<reqwest::Client> {
@@ -23,69 +25,75 @@ fn url(addr: &str, path: &str) -> String {
     }
 }
 
-async fn answer(response: reqwest::Response, what: &str) -> anyhow::Result<Value> {
+/// Sends `request`; a success's body decoded as `T` (an empty body as JSON `null`, so `()`
+/// or [`serde::de::IgnoredAny`] take a 204), or the server's error sentence.
+async fn answer<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<T> {
+    let response = request.send().await.with_context(|| what.to_string())?;
     let status = response.status();
     let text = response
         .text()
         .await
         .with_context(|| format!("reading the answer to {what}"))?;
     if !status.is_success() {
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or(text);
+        let message = serde_json::from_str::<ErrorBody>(&text).map_or(text, |body| body.error);
         bail!("{what}: HTTP {status}: {message}");
     }
-    if text.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_str(&text).with_context(|| format!("{what}: the answer is not JSON"))
+    let json = if text.trim().is_empty() {
+        "null"
+    } else {
+        &text
+    };
+    serde_json::from_str(json).with_context(|| format!("{what}: unexpected answer {text}"))
 }
 
-/// `GET path` on a node, parsed as JSON.
-pub async fn get(client: &reqwest::Client, addr: &str, path: &str) -> anyhow::Result<Value> {
-    let what = format!("GET {path} on {addr}");
-    let response = client
-        .get(url(addr, path))
-        .send()
-        .await
-        .with_context(|| what.clone())?;
-    answer(response, &what).await
-}
-
-/// `POST path` with a JSON body.
-pub async fn post(
+/// `GET path` on a node, its answer decoded as `T`.
+pub async fn get<T: DeserializeOwned>(
     client: &reqwest::Client,
     addr: &str,
     path: &str,
-    body: &Value,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<T> {
+    let what = format!("GET {path} on {addr}");
+    answer(client.get(url(addr, path)), &what).await
+}
+
+/// `GET path?query` on a node, the query encoded from a typed one.
+pub async fn get_with<Q: Serialize + ?Sized, T: DeserializeOwned>(
+    client: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    query: &Q,
+) -> anyhow::Result<T> {
+    let what = format!("GET {path} on {addr}");
+    answer(client.get(url(addr, path)).query(query), &what).await
+}
+
+/// `POST path` with a JSON body.
+pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+    client: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    body: &B,
+) -> anyhow::Result<T> {
     let what = format!("POST {path} on {addr}");
-    let response = client
-        .post(url(addr, path))
-        .json(body)
-        .send()
-        .await
-        .with_context(|| what.clone())?;
-    answer(response, &what).await
+    answer(client.post(url(addr, path)).json(body), &what).await
 }
 
 /// `DELETE path`.
-pub async fn delete(client: &reqwest::Client, addr: &str, path: &str) -> anyhow::Result<Value> {
+pub async fn delete<T: DeserializeOwned>(
+    client: &reqwest::Client,
+    addr: &str,
+    path: &str,
+) -> anyhow::Result<T> {
     let what = format!("DELETE {path} on {addr}");
-    let response = client
-        .delete(url(addr, path))
-        .send()
-        .await
-        .with_context(|| what.clone())?;
-    answer(response, &what).await
+    answer(client.delete(url(addr, path)), &what).await
 }
 
 /// `GET /v1/status`: the node's typed status report.
 pub async fn status(client: &reqwest::Client, addr: &str) -> anyhow::Result<StatusReport> {
-    let answer = get(client, addr, "/v1/status").await?;
-    serde_json::from_value(answer)
-        .with_context(|| format!("GET /v1/status on {addr}: not a status report"))
+    get(client, addr, "/v1/status").await
 }
 
 /// Every member's HTTP address as the node at `addr` knows them: (id, http address).

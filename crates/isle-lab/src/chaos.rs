@@ -41,14 +41,15 @@ use isle_chaos::{
     convergence, fencing, linear,
 };
 use isle_sim::nemesis::{Effects, Nemesis};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::NodeSpec;
 use crate::netns;
 use cluster::{AP_REPLICAS, BUCKET, Cluster, Fabric};
+use isle_api::wire::cp::Fence;
+use isle_api::wire::{ErrorBody, ap, cp};
 use isle_env::{Random, SeededRandom};
-use isle_types::ErrorKind;
 
 /// `isle chaos ...`
 #[derive(Subcommand, Debug)]
@@ -331,19 +332,19 @@ impl Lab {
 
 /// What an HTTP call came to.
 enum Reply {
-    /// An answer with this status and JSON body.
-    Answer(u16, Value),
+    /// An answer with this status and body.
+    Answer(u16, String),
     /// Nothing was sent: the connection was refused.
     NotSent(String),
     /// Sent, but no answer (timeout, reset).
     Lost(String),
 }
 
-async fn call(
+async fn call<B: Serialize>(
     client: &reqwest::Client,
     method: reqwest::Method,
     url: String,
-    body: Option<&Value>,
+    body: Option<&B>,
     timeout: Duration,
 ) -> Reply {
     let mut request = client.request(method, &url).timeout(timeout);
@@ -354,7 +355,7 @@ async fn call(
         Ok(response) => {
             let status = response.status().as_u16();
             match response.text().await {
-                Ok(text) => Answer(status, serde_json::from_str(&text).unwrap_or(Value::Null)),
+                Ok(text) => Answer(status, text),
                 Err(err) => Reply::Lost(format!("reading the answer: {err}")),
             }
         }
@@ -366,12 +367,13 @@ async fn call(
 
 use Reply::Answer;
 
-/// The error kind a node gave, or its status.
-fn kind(status: u16, body: &Value) -> String {
-    body.get("kind")
-        .and_then(Value::as_str)
-        .map_or_else(|| format!("HTTP {status}"), str::to_string)
+/// A body decoded as `T`, if it is one.
+fn parse<T: DeserializeOwned>(body: &str) -> Option<T> {
+    serde_json::from_str(body).ok()
 }
+
+/// No body: for the calls that send none.
+const NO_BODY: Option<&()> = None;
 
 /// A failed request's outcome, as the node classed it (`outcome`: refused, unknown or
 /// invalid — one taxonomy for both keyspaces): refused and invalid were not applied; any other
@@ -380,31 +382,26 @@ fn kind(status: u16, body: &Value) -> String {
 fn failure(reply: &Reply) -> (Outcome, String) {
     match reply {
         Answer(status, body) => {
-            let applied_maybe = body
-                .get("outcome")
-                .and_then(Value::as_str)
-                .and_then(|name| serde_json::from_value::<ErrorKind>(name.into()).ok())
+            let error = parse::<ErrorBody>(body);
+            let applied_maybe = error
+                .as_ref()
+                .and_then(|error| error.outcome)
                 .is_none_or(|kind| !kind.not_applied());
             let outcome = if applied_maybe {
                 Outcome::Indeterminate
             } else {
                 Outcome::Fail
             };
-            (outcome, kind(*status, body))
+            let kind = error.and_then(|error| error.kind);
+            (outcome, kind.unwrap_or_else(|| format!("HTTP {status}")))
         }
         Reply::NotSent(err) => (Outcome::Fail, format!("not sent: {err}")),
         Reply::Lost(err) => (Outcome::Indeterminate, err.clone()),
     }
 }
 
-fn strings(value: &Value) -> BTreeSet<String> {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect()
+fn strings(values: &[String]) -> BTreeSet<String> {
+    values.iter().cloned().collect()
 }
 
 /// An increment whose outcome was not known, to retry with its request id after the heal.
@@ -503,7 +500,12 @@ impl ClientTask {
                     self.operation(lab, key, Op::Write(value.clone()))
                         .with_request_id(request_id.clone()),
                 );
-                let body = json!({"key": key, "value": value, "request_id": request_id});
+                let body = cp::PutBody {
+                    key: key.to_string(),
+                    value,
+                    request_id: Some(request_id),
+                    ..cp::PutBody::default()
+                };
                 let reply = call(
                     client,
                     reqwest::Method::POST,
@@ -526,17 +528,17 @@ impl ClientTask {
                     client,
                     reqwest::Method::GET,
                     format!("{base}/v1/cp/get?key={key}"),
-                    None,
+                    NO_BODY,
                     timeout,
                 )
                 .await;
-                match &reply {
-                    Answer(200, body) => {
-                        let value = body["kvs"]
-                            .as_array()
-                            .and_then(|kvs| kvs.first())
-                            .and_then(|kv| kv["value"].as_str())
-                            .map(str::to_string);
+                let read = match &reply {
+                    Answer(200, body) => parse::<cp::GetReply>(body),
+                    _ => None,
+                };
+                match read {
+                    Some(read) => {
+                        let value = read.kvs.into_iter().next().map(|kv| kv.value);
                         self.seen.insert(key.to_string(), value.clone());
                         lab.complete(pending, Outcome::Ok(Ret::Value(value)), None);
                     }
@@ -561,17 +563,26 @@ impl ClientTask {
                     )
                     .with_request_id(request_id.clone()),
                 );
-                let compare = match &expect {
-                    Some(value) => {
-                        json!({"key": key, "target": "value", "result": "=", "value": value})
-                    }
-                    None => json!({"key": key, "target": "version", "result": "=", "value": 0}),
+                let (target, value) = match &expect {
+                    Some(value) => ("value", cp::CompareValue::Text(value.clone())),
+                    None => ("version", cp::CompareValue::Int(0)),
                 };
-                let body = json!({
-                    "compare": [compare],
-                    "success": [{"put": {"key": key, "value": new}}],
-                    "request_id": request_id,
-                });
+                let body = cp::TxnBody {
+                    compare: vec![cp::Compare {
+                        key: key.to_string(),
+                        prefix: false,
+                        result: "=".into(),
+                        target: target.into(),
+                        value,
+                    }],
+                    success: vec![cp::TxnOp::Put {
+                        key: key.to_string(),
+                        lease: 0,
+                        value: new.clone(),
+                    }],
+                    request_id: Some(request_id),
+                    ..cp::TxnBody::default()
+                };
                 let reply = call(
                     client,
                     reqwest::Method::POST,
@@ -581,8 +592,8 @@ impl ClientTask {
                 )
                 .await;
                 match &reply {
-                    Answer(200, body) => match body["succeeded"].as_bool() {
-                        Some(succeeded) => {
+                    Answer(200, body) => match parse::<cp::TxnReply>(body) {
+                        Some(cp::TxnReply { succeeded, .. }) => {
                             if succeeded {
                                 self.seen.insert(key.to_string(), Some(new));
                             }
@@ -591,7 +602,7 @@ impl ClientTask {
                         None => lab.complete(
                             pending,
                             Outcome::Indeterminate,
-                            Some("txn answer without `succeeded`".into()),
+                            Some(format!("txn answer not understood: {body}")),
                         ),
                     },
                     _ => {
@@ -621,22 +632,26 @@ impl ClientTask {
                     client,
                     reqwest::Method::GET,
                     format!("{base}/{key}"),
-                    None,
+                    NO_BODY,
                     timeout,
                 )
                 .await;
-                let (context, covers) = match &reply {
-                    Answer(code @ (200 | 404), body) => {
-                        let values = strings(&body["values"]);
-                        let read = if *code == 404 || values.is_empty() {
+                let read = match &reply {
+                    Answer(200 | 404, body) => parse::<ap::ReadReply>(body),
+                    _ => None,
+                };
+                let (context, covers) = match read {
+                    Some(read) => {
+                        let values = strings(read.data.values());
+                        let seen = if !read.found || values.is_empty() {
                             ApValue::Absent
                         } else {
                             ApValue::Values(values.clone())
                         };
-                        lab.complete(pending, Outcome::Ok(Ret::Ap(read)), None);
-                        (body.get("context").cloned(), values)
+                        lab.complete(pending, Outcome::Ok(Ret::Ap(seen)), None);
+                        (Some(read.context), values)
                     }
-                    _ => {
+                    None => {
                         let (outcome, error) = failure(&reply);
                         lab.complete(pending, outcome, Some(error));
                         (None, BTreeSet::new())
@@ -658,10 +673,11 @@ impl ClientTask {
                         local: false,
                     },
                 ));
-                let mut body = json!({"value": value});
-                if let Some(context) = context.filter(|c| !c.is_null()) {
-                    body["context"] = context;
-                }
+                let body = ap::PutBody {
+                    context,
+                    value,
+                    ..ap::PutBody::default()
+                };
                 let reply = call(
                     client,
                     reqwest::Method::PUT,
@@ -680,7 +696,10 @@ impl ClientTask {
                     self.operation(lab, &key, Op::Incr(1))
                         .with_request_id(request_id.clone()),
                 );
-                let body = json!({"by": 1, "request_id": request_id});
+                let body = ap::IncrBody {
+                    by: 1,
+                    request_id: Some(request_id.clone()),
+                };
                 let reply = call(
                     client,
                     reqwest::Method::POST,
@@ -700,7 +719,10 @@ impl ClientTask {
                 let key = format!("s{index}");
                 let member = self.unique();
                 let pending = lab.invoke(self.operation(lab, &key, Op::SetAdd(member.clone())));
-                let body = json!({"members": [member]});
+                let body = ap::MembersBody {
+                    members: vec![member],
+                    ..ap::MembersBody::default()
+                };
                 let reply = call(
                     client,
                     reqwest::Method::POST,
@@ -725,12 +747,12 @@ impl ClientTask {
             client,
             reqwest::Method::POST,
             format!("{base}/lease/grant"),
-            Some(&json!({"ttl_secs": 3})),
+            Some(&cp::LeaseGrantBody { id: 0, ttl_secs: 3 }),
             timeout,
         )
         .await;
         let Answer(200, lease) = grant else { return };
-        let Some(lease) = lease["id"].as_i64() else {
+        let Some(cp::LeaseGrantReply { id: lease, .. }) = parse(&lease) else {
             return;
         };
         let pending = lab.invoke(self.operation(lab, &lock, Op::Acquire { lock: lock.clone() }));
@@ -738,18 +760,22 @@ impl ClientTask {
             client,
             reqwest::Method::POST,
             format!("{base}/lock"),
-            Some(&json!({"name": lock, "lease": lease, "timeout_ms": 2_000})),
+            Some(&cp::LockBody {
+                lease,
+                name: lock.clone(),
+                timeout_ms: 2_000,
+            }),
             timeout,
         )
         .await;
         let (token, waiter) = match &reply {
-            Answer(200, body) => match (body["token"].as_i64(), body["key"].as_str()) {
-                (Some(token), Some(key)) => {
-                    lab.complete(pending, Outcome::Ok(Ret::Token(token)), None);
-                    (token, key.to_string())
+            Answer(200, body) => match parse::<cp::LockReply>(body) {
+                Some(held) => {
+                    lab.complete(pending, Outcome::Ok(Ret::Token(held.token)), None);
+                    (held.token, held.key)
                 }
-                _ => {
-                    let why = format!("lock answer without token or key: {body}");
+                None => {
+                    let why = format!("lock answer not understood: {body}");
                     lab.complete(pending, Outcome::Indeterminate, Some(why));
                     return;
                 }
@@ -773,9 +799,15 @@ impl ClientTask {
                     value: value.clone(),
                 },
             ));
-            let body = json!({
-                "key": register, "value": value, "fence": {"lock": lock, "token": token},
-            });
+            let body = cp::PutBody {
+                fence: Some(Fence {
+                    lock: lock.clone(),
+                    token,
+                }),
+                key: register.clone(),
+                value,
+                ..cp::PutBody::default()
+            };
             let reply = call(
                 client,
                 reqwest::Method::POST,
@@ -804,7 +836,7 @@ impl ClientTask {
             client,
             reqwest::Method::POST,
             format!("{base}/unlock"),
-            Some(&json!({"key": waiter})),
+            Some(&cp::UnlockBody { key: waiter }),
             timeout,
         )
         .await;
@@ -818,7 +850,7 @@ impl ClientTask {
             client,
             reqwest::Method::POST,
             format!("{base}/lease/revoke"),
-            Some(&json!({"id": lease})),
+            Some(&cp::LeaseIdBody { id: lease }),
             timeout,
         )
         .await;
@@ -867,7 +899,8 @@ async fn ready(client: &reqwest::Client, plans: &[NodeSpec]) -> anyhow::Result<(
         }
     }
     for node in plans {
-        crate::admin::get(client, &node.http, "/v1/cp/get?key=chaos-ready").await?;
+        let path = "/v1/cp/get?key=chaos-ready";
+        crate::admin::get::<cp::GetReply>(client, &node.http, path).await?;
     }
     Ok(())
 }
@@ -892,18 +925,20 @@ async fn read_replicas(
                 client,
                 reqwest::Method::GET,
                 url,
-                None,
+                NO_BODY,
                 Duration::from_secs(2),
             )
             .await
             {
                 Answer(200, body) => {
                     holders += 1;
-                    digests.insert(body["digest"].as_str().unwrap_or("").to_string());
+                    let copy = parse::<ap::LocalReply>(&body);
+                    let copy = copy.as_ref();
+                    digests.insert(copy.and_then(|c| c.digest.clone()).unwrap_or_default());
                     state.insert(
                         key.clone(),
                         format!("n{}", node.id),
-                        ap_value(&body["value"]),
+                        ap_value(copy.and_then(|c| c.value.as_ref())),
                     );
                 }
                 Answer(404, _) => {}
@@ -926,27 +961,23 @@ async fn read_replicas(
     (state, problem)
 }
 
-fn ap_value(value: &Value) -> ApValue {
-    if let Some(values) = value.get("values") {
-        let values = strings(values);
-        if values.is_empty() {
-            ApValue::Absent
-        } else {
-            ApValue::Values(values)
+fn ap_value(value: Option<&ap::LocalValue>) -> ApValue {
+    match value {
+        Some(ap::LocalValue::Values(values)) if !values.is_empty() => {
+            ApValue::Values(strings(values))
         }
-    } else if let Some(n) = value.get("counter").and_then(Value::as_i64) {
-        ApValue::Counter(n)
-    } else if let Some(members) = value.get("members") {
-        ApValue::Set(strings(members))
-    } else if let Some(fields) = value.get("fields").and_then(Value::as_object) {
-        ApValue::Map(
+        Some(ap::LocalValue::Counter(n)) => ApValue::Counter(*n),
+        Some(ap::LocalValue::Members(members)) => ApValue::Set(strings(members)),
+        Some(ap::LocalValue::Fields(fields)) => ApValue::Map(
             fields
                 .iter()
-                .filter_map(|(k, v)| v.as_i64().map(|n| (k.clone(), n)))
+                .filter_map(|(k, v)| match v {
+                    ap::Field::Int(n) => Some((k.clone(), *n)),
+                    ap::Field::Text(_) => None,
+                })
                 .collect(),
-        )
-    } else {
-        ApValue::Absent
+        ),
+        Some(ap::LocalValue::Values(_) | ap::LocalValue::Absent(_)) | None => ApValue::Absent,
     }
 }
 
@@ -1247,7 +1278,10 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow
                 .with_request_id(incr.request_id.clone()),
             );
             let url = format!("http://{}/v1/ap/{BUCKET}/{}/incr", node.http, incr.key);
-            let body = json!({"by": 1, "request_id": incr.request_id});
+            let body = ap::IncrBody {
+                by: 1,
+                request_id: Some(incr.request_id.clone()),
+            };
             let reply = call(
                 &client,
                 reqwest::Method::POST,
@@ -1358,12 +1392,13 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster, out: &Path) -> anyhow
 
 /// A short label for a nemesis in reports.
 fn label(nemesis: &Nemesis) -> String {
-    let json = serde_json::to_value(nemesis).unwrap_or(Value::Null);
+    // Every nemesis serializes as a map of its fields (and its `kind`), whatever they are.
+    let fields: BTreeMap<String, serde_json::Value> = serde_json::to_value(nemesis)
+        .and_then(serde_json::from_value)
+        .unwrap_or_default();
     let mut text = nemesis.name().to_string();
-    if let Some(fields) = json.as_object() {
-        for (key, value) in fields.iter().filter(|(k, _)| *k != "kind") {
-            text.push_str(&format!(" {key}={value}"));
-        }
+    for (key, value) in fields.iter().filter(|(k, _)| *k != "kind") {
+        text.push_str(&format!(" {key}={value}"));
     }
     text
 }

@@ -18,8 +18,14 @@ use std::time::{Duration, Instant};
 use crate::{Node, NodeSpec, Ports};
 use anyhow::{Context, bail};
 use clap::Args;
+use isle_api::wire::cp::Fence;
+use isle_api::wire::{ErrorBody, ap, cp};
 use isle_detect::State;
+use isle_net::{Direction, FaultAction, FaultRule};
 use isle_node::StatusReport;
+use isle_types::NodeId;
+use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Value, json};
 
 use crate::netns::Netns;
@@ -221,14 +227,44 @@ impl Answer {
         matches!(self.code, None | Some(500 | 503 | 504))
     }
 
+    /// The body as the answer `T` it should be, if it is one.
+    fn parse<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(self.body.clone()).ok()
+    }
+
+    /// The body as an error, if it is one.
+    fn error(&self) -> Option<ErrorBody> {
+        self.parse()
+    }
+
+    /// The error's sentence, or the whole answer.
+    fn sentence(&self) -> String {
+        self.error()
+            .map_or_else(|| self.describe(), |error| error.error)
+    }
+
     fn kind(&self) -> String {
-        match (self.body["kind"].as_str(), self.body["reason"].as_str()) {
-            (Some(kind), Some(reason)) => format!("{kind}/{reason}"),
-            (Some(kind), None) => kind.to_string(),
-            _ => match self.code {
+        match self.error().and_then(|error| error.name()) {
+            Some(name) => name,
+            None => match self.code {
                 Some(code) => format!("HTTP {code}"),
                 None => "no answer".to_string(),
             },
+        }
+    }
+
+    /// The revision a CP put created, for the narration.
+    fn revision(&self) -> String {
+        shown(self.parse::<cp::PutReply>().map(|put| put.revision))
+    }
+
+    /// The value an AP write left, for the narration: a set's members as a JSON list, a
+    /// counter's count.
+    fn written(&self) -> String {
+        match self.parse::<ap::WriteReply>().map(|reply| reply.data) {
+            Some(ap::Data::Counter(n)) => n.to_string(),
+            Some(ap::Data::Set(members)) => serde_json::to_string(&members).unwrap_or_default(),
+            _ => shown(None::<i64>),
         }
     }
 
@@ -261,7 +297,7 @@ impl Cluster {
         method: reqwest::Method,
         id: u64,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&(impl Serialize + ?Sized)>,
         timeout: Duration,
     ) -> Answer {
         let url = format!("http://{}{path}", self.http(id));
@@ -290,16 +326,22 @@ impl Cluster {
     }
 
     async fn get(&self, id: u64, path: &str) -> Answer {
-        self.call(reqwest::Method::GET, id, path, None, Duration::from_secs(2))
-            .await
+        self.call(
+            reqwest::Method::GET,
+            id,
+            path,
+            NO_BODY,
+            Duration::from_secs(2),
+        )
+        .await
     }
 
-    async fn post(&self, id: u64, path: &str, body: &Value) -> Answer {
+    async fn post(&self, id: u64, path: &str, body: &(impl Serialize + ?Sized)) -> Answer {
         self.call(reqwest::Method::POST, id, path, Some(body), CP_TIMEOUT)
             .await
     }
 
-    async fn put(&self, id: u64, path: &str, body: &Value) -> Answer {
+    async fn put(&self, id: u64, path: &str, body: &(impl Serialize + ?Sized)) -> Answer {
         self.call(reqwest::Method::PUT, id, path, Some(body), CP_TIMEOUT)
             .await
     }
@@ -588,12 +630,12 @@ impl Story {
                    "mesh_ms": ms(took), "leader_ms": ms(elected)}),
         );
 
-        let put = json!({"key": "account/alice", "value": "100", "request_id": "demo-open"});
+        let put = cp_put("account/alice", "100", "demo-open", None);
         let answer = self.cp_put_settled(1, &put).await?;
         self.out.say(format!(
             "  CP  put account/alice = 100 via node 1: {} (revision {}, {} ms)",
             if answer.ok() { "accepted" } else { "REFUSED" },
-            answer.body["revision"],
+            answer.revision(),
             ms(answer.took)
         ));
         self.out.event(
@@ -603,24 +645,19 @@ impl Story {
                    "outcome": if answer.ok() { "accepted" } else { "refused" }}),
         );
         let cart = self
-            .ap_post(1, 1, "default/cart/sadd", json!({"members": ["apples"]}))
+            .ap_post(1, 1, "default/cart/sadd", &members(&["apples"]))
             .await;
         self.out.say(format!(
             "  AP  cart += apples via node 1: cart {} ({})",
-            cart.body["members"],
+            cart.written(),
             replicas(&cart)
         ));
         let likes = self
-            .ap_post(
-                1,
-                1,
-                "default/likes/incr",
-                json!({"by": 1, "request_id": "likes-1"}),
-            )
+            .ap_post(1, 1, "default/likes/incr", &incr(1, "likes-1"))
             .await;
         self.out.say(format!(
             "  AP  likes += 1 via node 1: likes = {} ({})",
-            likes.body["value"],
+            likes.written(),
             replicas(&likes)
         ));
         Ok(())
@@ -628,11 +665,10 @@ impl Story {
 
     /// POSTs a CP write, retrying transient refusals (not during the flood: there a refusal
     /// is the point).
-    async fn cp_put_settled(&mut self, via: u64, body: &Value) -> anyhow::Result<Answer> {
-        let body = body.clone();
+    async fn cp_put_settled(&mut self, via: u64, body: &cp::PutBody) -> anyhow::Result<Answer> {
         let (answer, _) = self
             .wait("a CP write to be answered", async |c: &Cluster| {
-                let answer = c.post(via, "/v1/cp/put", &body).await;
+                let answer = c.post(via, "/v1/cp/put", body).await;
                 if answer.transient() {
                     Err(answer.describe())
                 } else {
@@ -644,11 +680,18 @@ impl Story {
     }
 
     /// An AP operation (`bucket/key/op`) via node `via`, recorded as an event.
-    async fn ap_post(&mut self, act: u32, via: u64, path: &str, body: Value) -> Answer {
+    async fn ap_post(
+        &mut self,
+        act: u32,
+        via: u64,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Answer {
         let answer = self
             .cluster
-            .post(via, &format!("/v1/ap/{path}"), &body)
+            .post(via, &format!("/v1/ap/{path}"), body)
             .await;
+        let body = serde_json::to_string(body).unwrap_or_default();
         self.out.event(
             act,
             "ap_write",
@@ -660,11 +703,15 @@ impl Story {
     }
 
     async fn ap_put(&mut self, act: u32, via: u64, path: &str, value: &str) -> Answer {
-        let body = json!({ "value": value });
+        let body = ap::PutBody {
+            value: value.to_string(),
+            ..ap::PutBody::default()
+        };
         let answer = self
             .cluster
             .put(via, &format!("/v1/ap/{path}"), &body)
             .await;
+        let body = serde_json::to_string(&body).unwrap_or_default();
         self.out.event(
             act,
             "ap_write",
@@ -697,11 +744,16 @@ impl Story {
             } else {
                 EAST.to_vec()
             };
-            let rules: Vec<Value> = others
+            let rules: Vec<FaultRule> = others
                 .iter()
-                .map(|p| json!({"peer": p, "direction": "both", "action": "drop", "probability": 1.0}))
+                .map(|p| FaultRule {
+                    peer: NodeId(*p),
+                    direction: Direction::Both,
+                    action: FaultAction::Drop,
+                    probability: 1.0,
+                })
                 .collect();
-            let answer = self.cluster.post(id, "/v1/faults", &json!(rules)).await;
+            let answer = self.cluster.post(id, "/v1/faults", &rules).await;
             if answer.code != Some(201) {
                 bail!("cutting node {id}'s links: {}", answer.describe());
             }
@@ -759,14 +811,14 @@ impl Story {
         );
 
         // CP: West asks, East asks.
-        let west_put = json!({"key": "account/alice", "value": "0", "request_id": "west-drain"});
+        let west_put = cp_put("account/alice", "0", "west-drain", None);
         let west = self.cluster.post(4, "/v1/cp/put", &west_put).await;
-        let refused = west.body["kind"] == "NoQuorum";
+        let refused = west.error().and_then(|e| e.kind).as_deref() == Some("NoQuorum");
         self.out.say(format!(
             "  CP  West: put account/alice = 0 via node 4: {} in {} ms: {}",
             if west.ok() { "ACCEPTED" } else { "refused" },
             ms(west.took),
-            west.body["error"].as_str().unwrap_or(&west.describe())
+            west.sentence()
         ));
         self.out.event(
             2,
@@ -779,13 +831,13 @@ impl Story {
             self.findings
                 .broken("the minority (West) accepted a CP write during the split");
         }
-        let east_put = json!({"key": "account/alice", "value": "70", "request_id": "east-pay"});
+        let east_put = cp_put("account/alice", "70", "east-pay", None);
         let before = Instant::now();
         let east = self.cp_put_settled(2, &east_put).await?;
         self.out.say(format!(
             "  CP  East: put account/alice = 70 via node 2: {} (revision {}) after {}",
             if east.ok() { "accepted" } else { "REFUSED" },
-            east.body["revision"],
+            east.revision(),
             secs(before.elapsed())
         ));
         self.out.event(
@@ -805,7 +857,7 @@ impl Story {
                 "West refused ({}) in {} ms; East accepted (revision {})",
                 west.kind(),
                 ms(west.took),
-                east.body["revision"]
+                east.revision()
             ),
         );
         if !refused && !west.ok() {
@@ -819,23 +871,18 @@ impl Story {
         let mut ap_refused = 0;
         for (via, item, by, rid) in [(1, "bread", 2, "likes-east"), (4, "milk", 3, "likes-west")] {
             let cart = self
-                .ap_post(2, via, "default/cart/sadd", json!({"members": [item]}))
+                .ap_post(2, via, "default/cart/sadd", &members(&[item]))
                 .await;
             let likes = self
-                .ap_post(
-                    2,
-                    via,
-                    "default/likes/incr",
-                    json!({"by": by, "request_id": rid}),
-                )
+                .ap_post(2, via, "default/likes/incr", &incr(by, rid))
                 .await;
             ap_refused += usize::from(!cart.ok()) + usize::from(!likes.ok());
             self.out.say(format!(
                 "  AP  {}: cart += {item} -> {} ({}); likes += {by} -> {} ({})",
                 side_of(via),
-                cart.body["members"],
+                cart.written(),
                 replicas(&cart),
-                likes.body["value"],
+                likes.written(),
                 replicas(&likes)
             ));
         }
@@ -867,10 +914,11 @@ impl Story {
         let mut strict = 0;
         for i in 0..12 {
             let path = format!("/v1/ap/default/tide-{i}?w=one&strict=true");
-            let answer = self
-                .cluster
-                .put(1, &path, &json!({"value": format!("east reading {i}")}))
-                .await;
+            let reading = ap::PutBody {
+                value: format!("east reading {i}"),
+                ..ap::PutBody::default()
+            };
+            let answer = self.cluster.put(1, &path, &reading).await;
             if answer.ok() {
                 strict += 1;
                 self.strict_keys.push(format!("tide-{i}"));
@@ -956,7 +1004,7 @@ impl Story {
                     reqwest::Method::DELETE,
                     id,
                     "/v1/faults",
-                    None,
+                    NO_BODY,
                     Duration::from_secs(2),
                 )
                 .await;
@@ -993,10 +1041,7 @@ impl Story {
                     let answer = c
                         .get(id, "/v1/cp/get?key=account/alice&consistency=stale")
                         .await;
-                    value = answer.body["kvs"][0]["value"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
+                    value = first_value(&answer).unwrap_or_default();
                 }
                 Ok(value)
             })
@@ -1134,9 +1179,14 @@ impl Story {
         let likes = self.cluster.get(5, "/v1/ap/default/likes").await;
         let banner = self.cluster.get(5, "/v1/ap/lww/banner").await;
         let meeting = self.cluster.get(5, "/v1/ap/default/meeting").await;
-        let members = strings(&cart.body["members"]);
-        let want_cart = strings(&json!(["apples", "bread", "milk"]));
-        let likes_value = likes.body["value"].as_i64();
+        let read = |answer: &Answer| answer.parse::<ap::ReadReply>().map(|reply| reply.data);
+        let (cart_data, likes_data) = (read(&cart), read(&likes));
+        let (banner_data, meeting_data) = (read(&banner), read(&meeting));
+        let members = strings(cart_data.as_ref().map(ap::Data::members));
+        let want_cart = strings(Some(
+            ["apples", "bread", "milk"].map(String::from).as_slice(),
+        ));
+        let likes_value = likes_data.as_ref().and_then(ap::Data::counter);
         let cart_ok = members == want_cart;
         let likes_ok = likes_value == Some(6);
         self.out.say(format!(
@@ -1149,14 +1199,14 @@ impl Story {
         ));
         self.out.say(format!(
             "  likes = {}: {}",
-            likes.body["value"],
+            shown(likes_value),
             if likes_ok {
                 "1 + 2 + 3, the sum of both sides (PN-counter)"
             } else {
                 "NOT the sum 1 + 2 + 3 = 6"
             }
         ));
-        let kept = strings(&banner.body["values"]);
+        let kept = strings(banner_data.as_ref().map(ap::Data::values));
         let lost: Vec<&str> = ["east: bridge closed", "west: ferry at noon"]
             .into_iter()
             .filter(|v| !kept.iter().any(|k| k == v))
@@ -1165,7 +1215,7 @@ impl Story {
             "  lww/banner = {kept:?}: last write wins, so the write {lost:?} was LOST \
              (acknowledged, then overwritten by a later stamp)"
         ));
-        let siblings = strings(&meeting.body["values"]);
+        let siblings = strings(meeting_data.as_ref().map(ap::Data::values));
         self.out.say(format!(
             "  meeting = {siblings:?}: both concurrent writes kept as siblings for the app \
              to resolve"
@@ -1192,7 +1242,7 @@ impl Story {
             format!(
                 "cart {} (union), likes {} (sum)",
                 members.join("+"),
-                likes.body["value"]
+                shown(likes_value)
             ),
         );
         self.findings
@@ -1220,27 +1270,21 @@ impl Story {
             .await?;
         let others: Vec<u64> = (1..=5).filter(|id| *id != leader).collect();
         // Client A, through the leader: a short lease, the lock, one fenced write.
+        let grant = cp::LeaseGrantBody { id: 0, ttl_secs: 2 };
         let lease_a = self
-            .cp_ok(leader, "/v1/cp/lease/grant", json!({"ttl_secs": 2}))
-            .await?["id"]
-            .as_i64()
-            .context("lease id")?;
-        let lock_a = self
-            .cp_ok(
-                leader,
-                "/v1/cp/lock",
-                json!({"name": "payments", "lease": lease_a, "timeout_ms": 5000}),
-            )
-            .await?;
-        let token_a = lock_a["token"].as_i64().context("lock token")?;
-        let fence_a = json!({"lock": "payments", "token": token_a});
-        self.cp_ok(
-            leader,
-            "/v1/cp/put",
-            json!({"key": "ledger", "value": "A", "request_id": "A:1", "fence": fence_a}),
-        )
-        .await?;
-        self.cp_ok(leader, "/v1/cp/lease/keepalive", json!({"id": lease_a}))
+            .cp_ok::<cp::LeaseGrantReply>(leader, "/v1/cp/lease/grant", &grant)
+            .await?
+            .id;
+        let lock = lock_body(lease_a, 5000);
+        let token_a = self
+            .cp_ok::<cp::LockReply>(leader, "/v1/cp/lock", &lock)
+            .await?
+            .token;
+        let fence_a = fence(token_a);
+        let put = cp_put("ledger", "A", "A:1", Some(fence_a.clone()));
+        self.cp_ok::<IgnoredAny>(leader, "/v1/cp/put", &put).await?;
+        let keep_alive = cp::LeaseIdBody { id: lease_a };
+        self.cp_ok::<IgnoredAny>(leader, "/v1/cp/lease/keepalive", &keep_alive)
             .await?;
         self.out.say(format!(
             "  client A, via leader node {leader} (term {term}), holds lock payments with \
@@ -1274,34 +1318,31 @@ impl Story {
             .copied()
             .find(|id| *id != new_leader)
             .context("a second survivor")?;
+        let grant = cp::LeaseGrantBody {
+            id: 0,
+            ttl_secs: 60,
+        };
         let lease_b = self
-            .cp_ok(via_b, "/v1/cp/lease/grant", json!({"ttl_secs": 60}))
-            .await?["id"]
-            .as_i64()
-            .context("lease id")?;
-        let lock_body = json!({"name": "payments", "lease": lease_b, "timeout_ms": 4000});
+            .cp_ok::<cp::LeaseGrantReply>(via_b, "/v1/cp/lease/grant", &grant)
+            .await?
+            .id;
+        let lock = lock_body(lease_b, 4000);
         let (lock_b, _) = self
             .wait(
                 "client B to be granted the lock (A's lease expires)",
                 async |c: &Cluster| {
-                    let answer = c.post(via_b, "/v1/cp/lock", &lock_body).await;
-                    if answer.ok() {
-                        Ok(answer.body)
-                    } else {
-                        Err(answer.describe())
+                    let answer = c.post(via_b, "/v1/cp/lock", &lock).await;
+                    match answer.parse::<cp::LockReply>() {
+                        Some(held) if answer.ok() => Ok(held),
+                        _ => Err(answer.describe()),
                     }
                 },
             )
             .await?;
-        let token_b = lock_b["token"].as_i64().context("lock token")?;
+        let token_b = lock_b.token;
         let granted = paused.elapsed();
-        let fence_b = json!({"lock": "payments", "token": token_b});
-        self.cp_ok(
-            via_b,
-            "/v1/cp/put",
-            json!({"key": "ledger", "value": "B", "request_id": "B:1", "fence": fence_b}),
-        )
-        .await?;
+        let put = cp_put("ledger", "B", "B:1", Some(fence(token_b)));
+        self.cp_ok::<IgnoredAny>(via_b, "/v1/cp/put", &put).await?;
         self.out.say(format!(
             "  client B, via node {via_b}, is granted lock payments with token {token_b} \
              ({} after the pause, once A's lease expired) and writes ledger = B",
@@ -1350,8 +1391,7 @@ impl Story {
             "  SIGCONT node {leader}: the zombie wakes up and client A, unaware, writes ledger \
              = A2 with its old token {token_a}"
         ));
-        let zombie_write =
-            json!({"key": "ledger", "value": "A2", "request_id": "A:2", "fence": fence_a});
+        let zombie_write = cp_put("ledger", "A2", "A:2", Some(fence_a));
         let resumed = Instant::now();
         let (answer, _) = self
             .wait(
@@ -1366,7 +1406,8 @@ impl Story {
                 },
             )
             .await?;
-        let rejected = answer.code == Some(409) && answer.body["reason"] == "FencingTokenStale";
+        let reason = answer.error().and_then(|error| error.reason);
+        let rejected = answer.code == Some(409) && reason.as_deref() == Some("FencingTokenStale");
         self.out.say(format!(
             "  the zombie's write: {} after {}: {}",
             if rejected {
@@ -1377,7 +1418,7 @@ impl Story {
                 "refused"
             },
             secs(resumed.elapsed()),
-            answer.body["error"].as_str().unwrap_or(&answer.describe())
+            answer.sentence()
         ));
         let ledger = self
             .cluster
@@ -1385,11 +1426,11 @@ impl Story {
                 reqwest::Method::GET,
                 leader,
                 "/v1/cp/get?key=ledger&consistency=linearizable",
-                None,
+                NO_BODY,
                 CP_TIMEOUT,
             )
             .await;
-        let value = ledger.body["kvs"][0]["value"].as_str().unwrap_or("?");
+        let value = first_value(&ledger).unwrap_or_else(|| "?".to_string());
         self.out.say(format!(
             "  ledger read linearizably through the old leader: {value}"
         ));
@@ -1428,11 +1469,16 @@ impl Story {
     }
 
     /// A CP request that must succeed (retrying transient refusals); its answer.
-    async fn cp_ok(&mut self, via: u64, path: &str, body: Value) -> anyhow::Result<Value> {
+    async fn cp_ok<T: DeserializeOwned>(
+        &mut self,
+        via: u64,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> anyhow::Result<T> {
         let what = format!("POST {path} via node {via}");
         let (answer, _) = self
             .wait(&what, async |c: &Cluster| {
-                let answer = c.post(via, path, &body).await;
+                let answer = c.post(via, path, body).await;
                 if answer.ok() {
                     Ok(answer)
                 } else if answer.transient() {
@@ -1445,7 +1491,7 @@ impl Story {
         if !answer.ok() {
             bail!("{what}: {}", answer.describe());
         }
-        Ok(answer.body)
+        serde_json::from_value(answer.body).with_context(|| format!("{what}: unexpected answer"))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1504,27 +1550,80 @@ fn reachable(status: &StatusReport) -> BTreeSet<u64> {
     status.node.reachable.iter().map(|id| id.0).collect()
 }
 
-fn strings(value: &Value) -> Vec<String> {
-    let mut out: Vec<String> = value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
+/// No body, for the calls that send none.
+const NO_BODY: Option<&()> = None;
+
+/// A value that may be missing, for the narration.
+fn shown(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "?".to_string(), |value| value.to_string())
+}
+
+/// Sorted copies of `values` (none: empty).
+fn strings(values: Option<&[String]>) -> Vec<String> {
+    let mut out = values.unwrap_or_default().to_vec();
     out.sort();
     out
+}
+
+/// The first value a CP get answered with.
+fn first_value(answer: &Answer) -> Option<String> {
+    let read = answer.parse::<cp::GetReply>()?;
+    read.kvs.into_iter().next().map(|kv| kv.value)
+}
+
+fn cp_put(key: &str, value: &str, request_id: &str, fence: Option<Fence>) -> cp::PutBody {
+    cp::PutBody {
+        fence,
+        key: key.to_string(),
+        request_id: Some(request_id.to_string()),
+        value: value.to_string(),
+        ..cp::PutBody::default()
+    }
+}
+
+/// The fence of a `payments` lock holder.
+fn fence(token: i64) -> Fence {
+    Fence {
+        lock: "payments".to_string(),
+        token,
+    }
+}
+
+/// Asks for the `payments` lock under `lease`.
+fn lock_body(lease: i64, timeout_ms: u64) -> cp::LockBody {
+    cp::LockBody {
+        lease,
+        name: "payments".to_string(),
+        timeout_ms,
+    }
+}
+
+fn members(items: &[&str]) -> ap::MembersBody {
+    ap::MembersBody {
+        members: items.iter().map(|item| item.to_string()).collect(),
+        ..ap::MembersBody::default()
+    }
+}
+
+fn incr(by: i64, request_id: &str) -> ap::IncrBody {
+    ap::IncrBody {
+        by,
+        request_id: Some(request_id.to_string()),
+    }
 }
 
 fn replicas(answer: &Answer) -> String {
     if !answer.ok() {
         return format!("refused: {}", answer.kind());
     }
-    let r = &answer.body["replicas"];
-    let fallbacks = r["fallbacks"].as_u64().unwrap_or(0);
+    let Some(reply) = answer.parse::<ap::WriteReply>() else {
+        return format!("answer not understood: {}", answer.describe());
+    };
+    let fallbacks = reply.replicas.fallbacks;
     format!(
         "acked by {} replicas, {} needed{}",
-        r["answered"],
-        r["needed"],
+        reply.replicas.answered,
+        reply.replicas.needed,
         if fallbacks > 0 {
             format!(", {fallbacks} as hints on fallbacks")
         } else {
@@ -1581,7 +1680,8 @@ async fn converged(c: &Cluster, bucket: &str, key: &str) -> Result<(), String> {
         let answer = c.get(id, &format!("/v1/ap-local/{bucket}/{key}")).await;
         match answer.code {
             Some(200) => {
-                digests.insert(id, answer.body["digest"].as_str().unwrap_or("").to_string());
+                let copy = answer.parse::<ap::LocalReply>();
+                digests.insert(id, copy.and_then(|copy| copy.digest).unwrap_or_default());
             }
             Some(404) => {}
             _ => return Err(format!("node {id}: {}", answer.describe())),

@@ -225,13 +225,13 @@ impl Node {
             }
             let last = match agent.get(&url).call() {
                 Ok(mut answer) => {
-                    let body: Result<serde_json::Value, _> = answer.body_mut().read_json();
-                    match body.map(|status| status.get("node").and_then(|n| n.as_u64())) {
-                        Ok(Some(id)) if id == self.spec.id => return Ok(()),
+                    let body: Result<isle_node::StatusReport, _> = answer.body_mut().read_json();
+                    match body.map(|status| status.node.node.0) {
+                        Ok(id) if id == self.spec.id => return Ok(()),
                         Ok(other) => {
                             return Err(LabError::NotReady {
                                 id: self.spec.id,
-                                why: format!("{} serves node {other:?}", self.spec.http),
+                                why: format!("{} serves node {other}", self.spec.http),
                             });
                         }
                         Err(err) => format!("status: {err}"),

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::{Value, json};
+use isle_api::wire::{ErrorBody, ap, cp};
+use serde::Serialize;
 
 use super::percentile;
 
@@ -48,6 +49,42 @@ impl Op {
             Op::StaleGet => "stale-get",
         }
     }
+}
+
+/// Body of etcd's gateway `POST /v3/kv/put` (base64 keys and values).
+#[derive(Serialize)]
+struct EtcdPut {
+    key: String,
+    value: String,
+}
+
+/// Body of etcd's gateway `POST /v3/kv/range`.
+#[derive(Serialize)]
+struct EtcdRange {
+    key: String,
+    serializable: bool,
+}
+
+/// One CP phase's results: a row of the table and an element of the JSON line (fields in
+/// alphabetical order, as the line has always been written).
+#[derive(Serialize)]
+struct CpPhase {
+    clients: usize,
+    errors: u64,
+    max_ms: f64,
+    op: &'static str,
+    ops: usize,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    target: &'static str,
+}
+
+/// The JSON line closing a run.
+#[derive(Serialize)]
+struct Results<T> {
+    bench: &'static str,
+    results: Vec<T>,
 }
 
 /// Where requests go and how they are shaped.
@@ -84,19 +121,42 @@ impl Target {
         value: &str,
     ) -> reqwest::RequestBuilder {
         match (self, op) {
-            (Target::Isle(addr), Op::Put) => client
-                .post(format!("http://{addr}/v1/cp/put"))
-                .json(&json!({"key": key, "value": value})),
-            (Target::Isle(addr), Op::Get | Op::StaleGet) => {
-                let consistency = if matches!(op, Op::StaleGet) { "stale" } else { "linearizable" };
-                client.get(format!("http://{addr}/v1/cp/get?key={key}&consistency={consistency}"))
+            (Target::Isle(addr), Op::Put) => {
+                client
+                    .post(format!("http://{addr}/v1/cp/put"))
+                    .json(&cp::PutBody {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        ..cp::PutBody::default()
+                    })
             }
-            (Target::Etcd(addr), Op::Put) => client
-                .post(format!("http://{addr}/v3/kv/put"))
-                .json(&json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())})),
+            (Target::Isle(addr), Op::Get | Op::StaleGet) => {
+                let consistency = if matches!(op, Op::StaleGet) {
+                    cp::Consistency::Stale
+                } else {
+                    cp::Consistency::Linearizable
+                };
+                let query = cp::GetQuery {
+                    consistency,
+                    key: key.to_string(),
+                    ..cp::GetQuery::default()
+                };
+                client.get(format!("http://{addr}/v1/cp/get")).query(&query)
+            }
+            (Target::Etcd(addr), Op::Put) => {
+                client
+                    .post(format!("http://{addr}/v3/kv/put"))
+                    .json(&EtcdPut {
+                        key: b64(key.as_bytes()),
+                        value: b64(value.as_bytes()),
+                    })
+            }
             (Target::Etcd(addr), Op::Get | Op::StaleGet) => client
                 .post(format!("http://{addr}/v3/kv/range"))
-                .json(&json!({"key": b64(key.as_bytes()), "serializable": matches!(op, Op::StaleGet)})),
+                .json(&EtcdRange {
+                    key: b64(key.as_bytes()),
+                    serializable: matches!(op, Op::StaleGet),
+                }),
         }
     }
 
@@ -153,7 +213,7 @@ async fn run_phase(
     op: Op,
     clients: usize,
     args: &CpHttp,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<CpPhase> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(clients)
@@ -197,17 +257,17 @@ async fn run_phase(
         .map_err(|_| anyhow::anyhow!("a client task panicked"))?;
     phase.latencies_us.sort_unstable();
     let ok = phase.latencies_us.len();
-    Ok(json!({
-        "target": target.name(),
-        "op": op.name(),
-        "clients": clients,
-        "ops": ok,
-        "errors": phase.errors,
-        "ops_per_sec": (ok as f64 / elapsed).round(),
-        "p50_ms": percentile(&phase.latencies_us, 0.50) as f64 / 1000.0,
-        "p99_ms": percentile(&phase.latencies_us, 0.99) as f64 / 1000.0,
-        "max_ms": phase.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0,
-    }))
+    Ok(CpPhase {
+        clients,
+        errors: phase.errors,
+        max_ms: phase.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0,
+        op: op.name(),
+        ops: ok,
+        ops_per_sec: (ok as f64 / elapsed).round(),
+        p50_ms: percentile(&phase.latencies_us, 0.50) as f64 / 1000.0,
+        p99_ms: percentile(&phase.latencies_us, 0.99) as f64 / 1000.0,
+        target: target.name(),
+    })
 }
 
 /// Runs `isle bench cp --protocol http`.
@@ -226,20 +286,24 @@ pub(super) async fn run_cp(args: CpHttp) -> anyhow::Result<()> {
             let result = run_phase(&target, op, clients.max(1), &args).await?;
             println!(
                 "{:<6} {:<10} {:>7} {:>9} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>7}",
-                result["target"].as_str().unwrap_or(""),
-                result["op"].as_str().unwrap_or(""),
-                result["clients"].as_u64().unwrap_or(0),
-                result["ops"].as_u64().unwrap_or(0),
-                result["ops_per_sec"].as_f64().unwrap_or(0.0),
-                result["p50_ms"].as_f64().unwrap_or(0.0),
-                result["p99_ms"].as_f64().unwrap_or(0.0),
-                result["max_ms"].as_f64().unwrap_or(0.0),
-                result["errors"].as_u64().unwrap_or(0),
+                result.target,
+                result.op,
+                result.clients,
+                result.ops,
+                result.ops_per_sec,
+                result.p50_ms,
+                result.p99_ms,
+                result.max_ms,
+                result.errors,
             );
             lines.push(result);
         }
     }
-    println!("{}", json!({ "bench": "cp", "results": lines }));
+    let line = Results {
+        bench: "cp",
+        results: lines,
+    };
+    println!("{}", serde_json::to_string(&line)?);
     Ok(())
 }
 
@@ -366,32 +430,40 @@ impl ApRun {
         ];
         let request = match self.op {
             ApOp::Put => {
-                let mut body = json!({ "value": self.value.as_str() });
-                if let Some(context) = context {
-                    body["context"] = json!(context);
-                }
+                let body = ap::PutBody {
+                    context: context.map(str::to_string),
+                    value: self.value.clone(),
+                    ..ap::PutBody::default()
+                };
                 self.client.put(&path).query(&query).json(&body)
             }
             ApOp::Get => self.client.get(&path).query(&query),
-            ApOp::Incr => self
-                .client
-                .post(format!("{path}/incr"))
-                .query(&query)
-                .json(&json!({ "by": 1 })),
+            ApOp::Incr => {
+                let body = ap::IncrBody {
+                    by: 1,
+                    request_id: None,
+                };
+                self.client
+                    .post(format!("{path}/incr"))
+                    .query(&query)
+                    .json(&body)
+            }
         };
         let response = request.send().await.map_err(|err| err.to_string())?;
         let status = response.status();
         // A read that finds nothing has still asked its replicas: it counts as done.
         let absent = self.op == ApOp::Get && status == reqwest::StatusCode::NOT_FOUND;
         let text = response.text().await.map_err(|err| err.to_string())?;
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() && !absent {
-            let why = answer["error"]
-                .as_str()
-                .map_or(text.clone(), str::to_string);
+            let why = serde_json::from_str::<ErrorBody>(&text).map_or(text, |body| body.error);
             return Err(format!("HTTP {status}: {why}"));
         }
-        Ok(answer["context"].as_str().map(str::to_string))
+        if self.op != ApOp::Put {
+            return Ok(None);
+        }
+        serde_json::from_str::<ap::WriteReply>(&text)
+            .map(|reply| Some(reply.context))
+            .map_err(|err| format!("a put's answer not understood ({err}): {text}"))
     }
 }
 
@@ -462,7 +534,25 @@ async fn prefill(run: &ApRun) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_ap_phase(run: Arc<ApRun>, duration: Duration) -> anyhow::Result<Value> {
+/// One AP phase's results (fields in alphabetical order, as the JSON line has always been
+/// written).
+#[derive(Serialize)]
+struct ApPhase {
+    concurrency: usize,
+    errors: u64,
+    first_error: Option<String>,
+    level: String,
+    max_ms: f64,
+    nodes: usize,
+    op: &'static str,
+    ops: usize,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    strict: bool,
+}
+
+async fn run_ap_phase(run: Arc<ApRun>, duration: Duration) -> anyhow::Result<ApPhase> {
     let started = Instant::now();
     let until = started + duration;
     let tasks: Vec<_> = (0..run.workers)
@@ -480,20 +570,20 @@ async fn run_ap_phase(run: Arc<ApRun>, duration: Duration) -> anyhow::Result<Val
     let elapsed = started.elapsed().as_secs_f64();
     all.latencies_us.sort_unstable();
     let ok = all.latencies_us.len();
-    Ok(json!({
-        "op": run.op.name(),
-        "level": run.level,
-        "strict": run.strict,
-        "nodes": run.nodes.len(),
-        "concurrency": run.workers,
-        "ops": ok,
-        "errors": all.errors,
-        "first_error": all.first_error,
-        "ops_per_sec": (ok as f64 / elapsed).round(),
-        "p50_ms": percentile(&all.latencies_us, 0.50) as f64 / 1000.0,
-        "p99_ms": percentile(&all.latencies_us, 0.99) as f64 / 1000.0,
-        "max_ms": all.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0,
-    }))
+    Ok(ApPhase {
+        concurrency: run.workers,
+        errors: all.errors,
+        first_error: all.first_error,
+        level: run.level.clone(),
+        max_ms: all.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0,
+        nodes: run.nodes.len(),
+        op: run.op.name(),
+        ops: ok,
+        ops_per_sec: (ok as f64 / elapsed).round(),
+        p50_ms: percentile(&all.latencies_us, 0.50) as f64 / 1000.0,
+        p99_ms: percentile(&all.latencies_us, 0.99) as f64 / 1000.0,
+        strict: run.strict,
+    })
 }
 
 /// Runs `isle bench ap --protocol http`: `keys` distinct keys, values of `value_size` bytes.
@@ -578,14 +668,14 @@ pub(super) async fn run_ap(
                 "{:<5} {:<13} {:>9} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>7}",
                 op.name(),
                 level,
-                result["ops"].as_u64().unwrap_or(0),
-                result["ops_per_sec"].as_f64().unwrap_or(0.0),
-                result["p50_ms"].as_f64().unwrap_or(0.0),
-                result["p99_ms"].as_f64().unwrap_or(0.0),
-                result["max_ms"].as_f64().unwrap_or(0.0),
-                result["errors"].as_u64().unwrap_or(0),
+                result.ops,
+                result.ops_per_sec,
+                result.p50_ms,
+                result.p99_ms,
+                result.max_ms,
+                result.errors,
             );
-            if let Some(why) = result["first_error"].as_str() {
+            if let Some(why) = &result.first_error {
                 errors.push(format!("{} {level}: {why}", op.name()));
             }
             lines.push(result);
@@ -594,7 +684,11 @@ pub(super) async fn run_ap(
     for line in errors {
         println!("first error of {line}");
     }
-    println!("{}", json!({ "bench": "ap", "results": lines }));
+    let line = Results {
+        bench: "ap",
+        results: lines,
+    };
+    println!("{}", serde_json::to_string(&line)?);
     Ok(())
 }
 

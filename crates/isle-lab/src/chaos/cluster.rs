@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use crate::{Node, NodeSpec, Ports};
 use anyhow::{Context, bail};
+use isle_api::wire::admin::{FaultIds, SkewBody};
+use isle_api::wire::cp::{Membership, MembershipChange};
 use isle_net::{Direction, FaultAction, FaultRule};
 use isle_sim::nemesis::Effects;
 use isle_types::NodeId;
-use serde_json::json;
+use serde::de::IgnoredAny;
 
 use crate::netns::Netns;
 
@@ -215,11 +217,20 @@ impl Cluster {
         }
         // Membership.
         for id in target.removed.difference(&before.removed) {
-            note(self.change_members(json!({ "Remove": id }), *id).await);
+            note(
+                self.change_members(MembershipChange::Remove(*id), *id)
+                    .await,
+            );
         }
         for id in before.removed.difference(&target.removed) {
-            note(self.change_members(json!({ "AddLearner": id }), *id).await);
-            note(self.change_members(json!({ "Promote": id }), *id).await);
+            note(
+                self.change_members(MembershipChange::AddLearner(*id), *id)
+                    .await,
+            );
+            note(
+                self.change_members(MembershipChange::Promote(*id), *id)
+                    .await,
+            );
         }
         // Pause last, once the node has its rules.
         for id in target.paused.difference(&before.paused) {
@@ -234,11 +245,11 @@ impl Cluster {
         let kernel = matches!(self.fabric, Fabric::Netns(_));
         let rules = fault_rules(effects, id, self.size(), kernel);
         let http = self.http(id)?;
-        crate::admin::delete(&self.admin, &http, "/v1/faults")
+        crate::admin::delete::<IgnoredAny>(&self.admin, &http, "/v1/faults")
             .await
             .with_context(|| format!("clearing the faults of node {id}"))?;
         if !rules.is_empty() {
-            crate::admin::post(&self.admin, &http, "/v1/faults", &json!(rules))
+            crate::admin::post::<_, FaultIds>(&self.admin, &http, "/v1/faults", &rules)
                 .await
                 .with_context(|| format!("setting the faults of node {id}"))?;
         }
@@ -247,11 +258,11 @@ impl Cluster {
 
     async fn set_skew(&self, id: u64, skew_ms: i64) -> anyhow::Result<()> {
         let http = self.http(id)?;
-        crate::admin::post(
+        crate::admin::post::<_, SkewBody>(
             &self.admin,
             &http,
             "/v1/faults/clock",
-            &json!({ "skew_ms": skew_ms }),
+            &SkewBody { skew_ms },
         )
         .await
         .with_context(|| format!("skewing node {id}'s clock by {skew_ms} ms"))?;
@@ -260,7 +271,7 @@ impl Cluster {
 
     /// Sends a CP membership change through any running node but `about` (retried for a few
     /// seconds: a leader may be being elected).
-    async fn change_members(&self, change: serde_json::Value, about: u64) -> anyhow::Result<()> {
+    async fn change_members(&self, change: MembershipChange, about: u64) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut last = String::new();
         while Instant::now() < deadline {
@@ -268,14 +279,15 @@ impl Cluster {
                 *id != about && !self.applied.down.contains(id) && !self.applied.paused.contains(id)
             }) {
                 let http = self.http(id)?;
-                match crate::admin::post(&self.admin, &http, "/v1/cp/members", &change).await {
+                let path = "/v1/cp/members";
+                match crate::admin::post::<_, Membership>(&self.admin, &http, path, &change).await {
                     Ok(_) => return Ok(()),
                     Err(err) => last = format!("via node {id}: {err:#}"),
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        bail!("CP membership change {change} failed: {last}")
+        bail!("CP membership change {change:?} failed: {last}")
     }
 
     /// Stops every node and, for the netns engine, deletes the namespaces.
