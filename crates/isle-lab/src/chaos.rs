@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use isle_chaos::availability::{self, Availability};
-use isle_chaos::convergence::FinalState;
+use isle_chaos::convergence::{FinalCopy, FinalState};
 use isle_chaos::history::Pending;
 use isle_chaos::{
     ApValue, History, Keyspace, MergeRule, Op, Operation, Outcome, Recorder, Ret, Verdict,
@@ -934,13 +934,31 @@ async fn read_replicas(
                     holders += 1;
                     let copy = parse::<ap::LocalReply>(&body);
                     let copy = copy.as_ref();
-                    digests.insert(copy.and_then(|c| c.digest.clone()).unwrap_or_default());
-                    state.insert(
+                    let digest = copy.and_then(|c| c.digest.clone());
+                    digests.insert(digest.clone().unwrap_or_default());
+                    state.insert_copy(
                         key.clone(),
                         format!("n{}", node.id),
-                        ap_value(copy.and_then(|c| c.value.as_ref())),
+                        FinalCopy {
+                            primary: true,
+                            value: Some(ap_value(copy.and_then(|c| c.value.as_ref()))),
+                            digest,
+                            duplicates: Vec::new(),
+                        },
                     );
                 }
+                // With every node a primary, a node holding nothing is a copy the checker
+                // must see (it differs from a tombstone).
+                Answer(404, _) if plans.len() <= replicas => state.insert_copy(
+                    key.clone(),
+                    format!("n{}", node.id),
+                    FinalCopy {
+                        primary: true,
+                        value: None,
+                        digest: None,
+                        duplicates: Vec::new(),
+                    },
+                ),
                 Answer(404, _) => {}
                 Answer(status, body) => {
                     problem.get_or_insert(format!("node {}: {key}: HTTP {status} {body}", node.id));
