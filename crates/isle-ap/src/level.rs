@@ -1,15 +1,16 @@
 //! Per-request consistency: how many replicas must answer, and the tally that decides it.
 //!
 //! A request names a [`Level`]; against the key's preference list it becomes a requirement
-//! (a count, a quorum of the coordinator's zone, or a quorum of every zone). The [`Tally`]
-//! counts acknowledgements as they arrive and says when the requirement is met or can no
-//! longer be met. Under a *strict* request (Riak's `pr`/`pw`) only primary replicas count;
+//! (a count, a quorum of the coordinator's zone, or a quorum of every zone), which is an
+//! [`isle_quorum::Threshold`]. The [`Tally`] feeds acknowledgements as they arrive to an
+//! [`isle_quorum::Tracker`], which says when the requirement is met or can no longer be met. Under a *strict* request (Riak's `pr`/`pw`) only primary replicas count;
 //! otherwise a fallback that stores a hint stands in for the primary it names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
+use isle_quorum::{Outcome, Threshold, Tracker, Voter};
 use isle_types::NodeId;
 use serde::{Deserialize, Serialize};
 
@@ -78,17 +79,6 @@ pub struct Target {
     pub primary: bool,
 }
 
-/// Where a tally stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TallyState {
-    /// Not decided yet.
-    Pending,
-    /// Enough replicas acknowledged.
-    Met,
-    /// Too many failed for the requirement ever to be met.
-    Failed,
-}
-
 /// Why a level cannot apply to a key at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum LevelError {
@@ -116,26 +106,11 @@ enum Need {
     Zones(BTreeMap<String, u32>),
 }
 
-/// Counts acknowledgements for one request against its level.
-#[derive(Debug, Clone)]
-pub struct Tally {
-    need: Need,
-    strict: bool,
-    targets: Vec<Target>,
-    acked: BTreeSet<NodeId>,
-    failed: BTreeSet<NodeId>,
-}
-
-fn majority(n: u32) -> u32 {
-    n / 2 + 1
-}
-
-impl Tally {
-    /// A tally for `level` over the preference list `preferred` (node, zone) of a bucket with
-    /// `n` replicas, for a coordinator in `local_zone`.
-    pub fn new(
+impl Need {
+    /// What `level` asks of the preference list `preferred` (node, zone), for a coordinator
+    /// in `local_zone`.
+    fn of(
         level: &Level,
-        strict: bool,
         preferred: &[(NodeId, String)],
         local_zone: &str,
     ) -> Result<Self, LevelError> {
@@ -144,7 +119,7 @@ impl Tally {
             *acc.entry(z.clone()).or_insert(0u32) += 1;
             acc
         });
-        let need = match level {
+        Ok(match level {
             Level::One => Need::Count(1),
             Level::Quorum => Need::Count(majority(n)),
             Level::All => Need::Count(n),
@@ -172,95 +147,150 @@ impl Tally {
                     .map(|(zone, count)| (zone, majority(count)))
                     .collect(),
             ),
-        };
-        Ok(Tally {
-            need,
-            strict,
-            targets: Vec::new(),
-            acked: BTreeSet::new(),
-            failed: BTreeSet::new(),
         })
     }
 
-    /// Records that the request was sent to `target`.
-    pub fn add_target(&mut self, target: Target) {
-        if !self.targets.iter().any(|t| t.node == target.node) {
-            self.targets.push(target);
-        }
-    }
-
-    /// `node` acknowledged.
-    pub fn ack(&mut self, node: NodeId) {
-        self.failed.remove(&node);
-        self.acked.insert(node);
-    }
-
-    /// `node` failed or timed out.
-    pub fn fail(&mut self, node: NodeId) {
-        if !self.acked.contains(&node) {
-            self.failed.insert(node);
-        }
-    }
-
-    fn counts(&self, target: &Target) -> bool {
-        target.primary || !self.strict
-    }
-
-    fn tally(&self, include_pending: bool) -> (u32, BTreeMap<&str, u32>) {
-        let mut total = 0;
-        let mut zones: BTreeMap<&str, u32> = BTreeMap::new();
-        for target in &self.targets {
-            let yes = self.acked.contains(&target.node)
-                || (include_pending && !self.failed.contains(&target.node));
-            if yes && self.counts(target) {
-                total += 1;
-                *zones.entry(target.zone.as_str()).or_insert(0) += 1;
-            }
-        }
-        (total, zones)
-    }
-
-    fn satisfied(&self, (total, zones): (u32, BTreeMap<&str, u32>)) -> bool {
-        match &self.need {
-            Need::Count(k) => total >= *k,
-            Need::Zones(need) => need
-                .iter()
-                .all(|(zone, k)| zones.get(zone.as_str()).copied().unwrap_or(0) >= *k),
-        }
-    }
-
-    /// Met, failed, or still pending.
-    pub fn state(&self) -> TallyState {
-        if self.satisfied(self.tally(false)) {
-            TallyState::Met
-        } else if !self.satisfied(self.tally(true)) {
-            TallyState::Failed
-        } else {
-            TallyState::Pending
-        }
-    }
-
-    /// Replicas that acknowledged and count for the level.
-    pub fn acked(&self) -> u32 {
-        self.tally(false).0
-    }
-
-    /// Replicas the request was sent to.
-    pub fn asked(&self) -> u32 {
-        u32::try_from(self.targets.len()).unwrap_or(u32::MAX)
-    }
-
-    /// Replicas the level needs, summed over zones for zone levels.
-    pub fn needed(&self) -> u32 {
-        match &self.need {
+    fn total(&self) -> u32 {
+        match self {
             Need::Count(k) => *k,
             Need::Zones(need) => need.values().sum(),
         }
     }
 
-    /// Nodes that acknowledged (counting or not).
-    pub fn acked_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.acked.iter().copied()
+    fn threshold(&self) -> Threshold {
+        match self {
+            Need::Count(k) => Threshold::AtLeast(u64::from(*k)),
+            Need::Zones(need) => Threshold::PerZone(
+                need.iter()
+                    .map(|(zone, k)| (zone.clone(), u64::from(*k)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn majority(n: u32) -> u32 {
+    u32::try_from(isle_quorum::majority(n as usize)).unwrap_or(u32::MAX)
+}
+
+/// Replicas `level` needs of the preference list `preferred` (node, zone), summed over zones
+/// for zone levels; an error if the level cannot apply to it.
+pub fn needed(
+    level: &Level,
+    preferred: &[(NodeId, String)],
+    local_zone: &str,
+) -> Result<u32, LevelError> {
+    Need::of(level, preferred, local_zone).map(|need| need.total())
+}
+
+/// One request's acknowledgements against its level: the level turned into an
+/// [`isle_quorum::Threshold`] over the targets that count, counted by an
+/// [`isle_quorum::Tracker`] (one counting implementation for CP and AP).
+#[derive(Debug, Clone)]
+pub struct Tally {
+    tracker: Tracker,
+    needed: u32,
+    /// Every target, counting or not, in the order asked.
+    asked: Vec<NodeId>,
+    /// Targets that answered, ok or not: each answers once.
+    answered: BTreeSet<NodeId>,
+    /// Set once the level was met: it stays met.
+    met: bool,
+}
+
+impl Tally {
+    /// A tally for `level` over the preference list `preferred` (node, zone), for a coordinator
+    /// in `local_zone`, of a request sent to `targets` (a repeated node counts once, the first
+    /// wins). Under `strict` only primaries count.
+    pub fn new(
+        level: &Level,
+        strict: bool,
+        preferred: &[(NodeId, String)],
+        local_zone: &str,
+        targets: &[Target],
+    ) -> Result<Self, LevelError> {
+        let need = Need::of(level, preferred, local_zone)?;
+        let mut seen = BTreeSet::new();
+        let targets: Vec<&Target> = targets.iter().filter(|t| seen.insert(t.node)).collect();
+        let voters = targets
+            .iter()
+            .filter(|t| t.primary || !strict)
+            .map(|t| Voter::new(t.node, 1, t.zone.clone()))
+            .collect();
+        let mut tally = Tally {
+            tracker: Tracker::new(need.threshold(), voters),
+            needed: need.total(),
+            asked: targets.iter().map(|t| t.node).collect(),
+            answered: BTreeSet::new(),
+            met: false,
+        };
+        tally.check();
+        Ok(tally)
+    }
+
+    /// `node` acknowledged.
+    pub fn ack(&mut self, node: NodeId) {
+        self.answer(node);
+        self.tracker.record_success(node);
+        self.check();
+    }
+
+    /// `node` failed, or was never sent the request (an unreachable primary).
+    pub fn fail(&mut self, node: NodeId) {
+        self.answer(node);
+        self.tracker.record_failure(node);
+        self.check();
+    }
+
+    fn answer(&mut self, node: NodeId) {
+        debug_assert!(
+            self.asked.contains(&node),
+            "{node} answered but was not asked"
+        );
+        let first = self.answered.insert(node);
+        debug_assert!(first, "{node} answered twice");
+    }
+
+    /// Met, failed, or still pending.
+    pub fn state(&self) -> Outcome {
+        self.tracker.outcome()
+    }
+
+    /// Replicas that acknowledged and count for the level.
+    pub fn acked(&self) -> u32 {
+        u32::try_from(self.tracker.successes().len()).unwrap_or(u32::MAX)
+    }
+
+    /// Replicas the request was sent to.
+    pub fn asked(&self) -> u32 {
+        u32::try_from(self.asked.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Replicas the level needs, summed over zones for zone levels.
+    pub fn needed(&self) -> u32 {
+        self.needed
+    }
+
+    /// The counting invariants, after every change.
+    fn check(&mut self) {
+        let state = self.state();
+        debug_assert!(
+            !self.met || state == Outcome::Reached,
+            "a met level became unmet"
+        );
+        self.met = state == Outcome::Reached;
+        debug_assert!(
+            self.acked() <= self.asked(),
+            "more acks than replicas asked"
+        );
+        debug_assert!(
+            self.answered.len() <= self.asked.len(),
+            "more answers than replicas asked"
+        );
+        debug_assert!(
+            self.tracker.voters().len() <= self.asked.len(),
+            "a replica counts that was not asked"
+        );
     }
 }
 
@@ -278,15 +308,15 @@ mod tests {
 
     fn tally(level: Level, strict: bool, zones: &[&str]) -> Tally {
         let preferred = pref(zones);
-        let mut tally = Tally::new(&level, strict, &preferred, "a").expect("level applies");
-        for (node, zone) in preferred {
-            tally.add_target(Target {
-                node,
-                zone,
+        let targets: Vec<Target> = preferred
+            .iter()
+            .map(|(node, zone)| Target {
+                node: *node,
+                zone: zone.clone(),
                 primary: true,
-            });
-        }
-        tally
+            })
+            .collect();
+        Tally::new(&level, strict, &preferred, "a", &targets).expect("level applies")
     }
 
     #[test]
@@ -303,34 +333,59 @@ mod tests {
     fn quorum_of_three_is_met_by_two_and_fails_after_two_failures() {
         let mut t = tally(Level::Quorum, false, &["a", "a", "a"]);
         t.ack(NodeId(1));
-        assert_eq!(t.state(), TallyState::Pending);
+        assert_eq!(t.state(), Outcome::Pending);
         t.ack(NodeId(2));
-        assert_eq!(t.state(), TallyState::Met);
+        assert_eq!(t.state(), Outcome::Reached);
         let mut t = tally(Level::Quorum, false, &["a", "a", "a"]);
         t.fail(NodeId(1));
-        assert_eq!(t.state(), TallyState::Pending);
+        assert_eq!(t.state(), Outcome::Pending);
         t.fail(NodeId(2));
-        assert_eq!(t.state(), TallyState::Failed);
+        assert_eq!(t.state(), Outcome::Impossible);
     }
 
     #[test]
     fn strict_requests_do_not_count_fallbacks() {
-        for (strict, expect) in [(false, TallyState::Met), (true, TallyState::Failed)] {
+        for (strict, expect) in [(false, Outcome::Reached), (true, Outcome::Impossible)] {
             let preferred = pref(&["a", "a", "a"]);
-            let mut t = Tally::new(&Level::Quorum, strict, &preferred, "a").expect("applies");
-            t.add_target(Target {
-                node: NodeId(1),
-                zone: "a".into(),
-                primary: true,
-            });
-            t.add_target(Target {
-                node: NodeId(9),
-                zone: "a".into(),
-                primary: false,
-            });
+            let targets = [
+                Target {
+                    node: NodeId(1),
+                    zone: "a".into(),
+                    primary: true,
+                },
+                Target {
+                    node: NodeId(9),
+                    zone: "a".into(),
+                    primary: false,
+                },
+            ];
+            let mut t =
+                Tally::new(&Level::Quorum, strict, &preferred, "a", &targets).expect("applies");
+            assert_eq!(
+                t.asked(),
+                2,
+                "a fallback is asked even when it does not count"
+            );
             t.ack(NodeId(1));
             t.ack(NodeId(9));
             assert_eq!(t.state(), expect, "strict={strict}");
+        }
+    }
+
+    #[test]
+    fn needed_counts_replicas_summed_over_zones() {
+        // (level, zones of the preference list, coordinator's zone, needed)
+        let table = [
+            (Level::One, &["a", "a", "a"][..], "a", 1),
+            (Level::Quorum, &["a", "a", "a"], "a", 2),
+            (Level::Quorum, &["a", "a", "a", "a"], "a", 3),
+            (Level::All, &["a", "b", "c"], "z", 3),
+            (Level::Count(2), &["a", "b", "c"], "a", 2),
+            (Level::LocalQuorum, &["a", "a", "a", "b"], "a", 2),
+            (Level::EachQuorum, &["a", "a", "a", "b", "b"], "a", 4),
+        ];
+        for (level, zones, local, expected) in table {
+            assert_eq!(needed(&level, &pref(zones), local), Ok(expected), "{level}");
         }
     }
 
@@ -339,19 +394,19 @@ mod tests {
         let mut t = tally(Level::EachQuorum, false, &["a", "a", "b"]);
         t.ack(NodeId(1));
         t.ack(NodeId(2));
-        assert_eq!(t.state(), TallyState::Pending, "zone b not heard yet");
+        assert_eq!(t.state(), Outcome::Pending, "zone b not heard yet");
         t.ack(NodeId(3));
-        assert_eq!(t.state(), TallyState::Met);
+        assert_eq!(t.state(), Outcome::Reached);
         let mut t = tally(Level::LocalQuorum, false, &["a", "b", "b"]);
         t.ack(NodeId(1));
         assert_eq!(
             t.state(),
-            TallyState::Met,
+            Outcome::Reached,
             "the one replica in zone a is its quorum"
         );
-        let err = Tally::new(&Level::LocalQuorum, false, &pref(&["b", "b"]), "a");
+        let err = needed(&Level::LocalQuorum, &pref(&["b", "b"]), "a");
         assert!(matches!(err, Err(LevelError::NoLocalReplica { .. })));
-        let err = Tally::new(&Level::Count(4), false, &pref(&["a"; 3]), "a");
+        let err = Tally::new(&Level::Count(4), false, &pref(&["a"; 3]), "a", &[]);
         assert!(matches!(
             err,
             Err(LevelError::MoreThanN {

@@ -4,7 +4,10 @@
 //!
 //! - [`ring`]: consistent hashing with virtual nodes; partitions and their preference lists.
 //! - [`level`]: per-request consistency (`ONE`, `QUORUM`, `ALL`, `LOCAL_QUORUM`, ...) and the
-//!   [`Tally`] that decides when a request has enough replicas.
+//!   [`Tally`] that decides, on `isle-quorum`'s tracker, when a request has enough replicas.
+//! - [`coord`]: the coordinator's decisions — which replicas a read or write goes to (fallbacks
+//!   and their hints), forward or refuse, when the level is met, which replicas read repair
+//!   brings up to date.
 //! - [`object`]: what a replica stores for a key under each merge rule, and the operations on it.
 //! - [`hlc`]: the hybrid logical clock that stamps `lww` writes.
 //! - [`request`]: what clients ask and get back, shared by every interface.
@@ -12,6 +15,7 @@
 //! - [`aae`]: active anti-entropy, the exchange that finds the keys two replicas hold differently.
 
 pub mod aae;
+pub mod coord;
 pub mod hlc;
 pub mod level;
 pub mod merkle;
@@ -20,7 +24,7 @@ pub mod request;
 pub mod ring;
 
 pub use hlc::Hlc;
-pub use level::{Level, Tally, TallyState};
+pub use level::{Level, Tally};
 pub use object::{ApplyError, FieldValue, Object, Op, Rule, Value, WriteContext};
 pub use request::{
     ApError, BucketInfo, ReadOptions, ReadReply, Replicas, WriteOptions, WriteReply,

@@ -31,5 +31,5 @@ pub use majority::{majority, read_write_overlap, tolerated_failures, write_write
 pub use policy::{Policy, Unit, Verdict, evaluate};
 pub use report::{MAX_SPLIT_VOTERS, Report, SplitOutcome, report};
 pub use tolerance::{Tolerance, tolerance};
-pub use tracker::{Outcome, Tracker};
+pub use tracker::{Outcome, Threshold, Tracker};
 pub use voter::{Voter, uniform, validate};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use isle_quorum::{Outcome, Policy, Tracker, Voter, evaluate, report, tolerance};
+use isle_quorum::{Outcome, Policy, Threshold, Tracker, Voter, evaluate, report, tolerance};
 use isle_types::NodeId;
 use proptest::prelude::*;
 
@@ -45,6 +45,34 @@ fn ids_where(voters: &[Voter], sides: &[u8], side: u8) -> BTreeSet<NodeId> {
             sides.get(index) == Some(&side)
         })
         .collect()
+}
+
+/// Counted thresholds as AP levels make them: k voters, or k per zone (zones "", a, b, c).
+fn counted() -> impl Strategy<Value = Threshold> {
+    prop_oneof![
+        (0u64..=9).prop_map(Threshold::AtLeast),
+        prop::collection::btree_map(
+            prop_oneof![Just(""), Just("a"), Just("b"), Just("c")].prop_map(String::from),
+            1u64..=3,
+            1..=3,
+        )
+        .prop_map(Threshold::PerZone),
+    ]
+}
+
+/// The counted thresholds' meaning, spelled out separately from the tracker's.
+fn meets(threshold: &Threshold, voters: &[Voter], set: &BTreeSet<NodeId>) -> bool {
+    let count = |zone: Option<&str>| {
+        voters
+            .iter()
+            .filter(|v| set.contains(&v.id) && zone.is_none_or(|z| v.zone == z))
+            .count() as u64
+    };
+    match threshold {
+        Threshold::AtLeast(k) => count(None) >= *k,
+        Threshold::PerZone(need) => need.iter().all(|(zone, k)| count(Some(zone)) >= *k),
+        Threshold::Quorum(policy) => evaluate(*policy, voters, set).held,
+    }
 }
 
 fn everyone(voters: &[Voter]) -> BTreeSet<NodeId> {
@@ -153,5 +181,40 @@ proptest! {
             Outcome::Impossible
         };
         prop_assert_eq!(tracker.outcome(), expected);
+    }
+
+    #[test]
+    fn counted_thresholds_settle_as_their_count_says(
+        threshold in counted(),
+        voters in voters(8),
+        answers in prop::collection::vec(any::<bool>(), 8),
+    ) {
+        let mut tracker = Tracker::new(threshold.clone(), voters.clone());
+        let mut reached = false;
+        let mut ok_ids = BTreeSet::new();
+        let mut open = everyone(&voters);
+        for (voter, &ok) in voters.iter().zip(&answers) {
+            open.remove(&voter.id);
+            if ok {
+                ok_ids.insert(voter.id);
+                tracker.record_success(voter.id);
+            } else {
+                tracker.record_failure(voter.id);
+            }
+            let outcome = tracker.outcome();
+            prop_assert!(!reached || outcome == Outcome::Reached);
+            reached = outcome == Outcome::Reached;
+            // Pending exactly when the successes fall short but the successes plus every
+            // voter not yet heard would not.
+            let best: BTreeSet<NodeId> = ok_ids.union(&open).copied().collect();
+            let expected = if meets(&threshold, &voters, &ok_ids) {
+                Outcome::Reached
+            } else if meets(&threshold, &voters, &best) {
+                Outcome::Pending
+            } else {
+                Outcome::Impossible
+            };
+            prop_assert_eq!(outcome, expected);
+        }
     }
 }

@@ -1,4 +1,7 @@
 //! The AP keyspace on a node: Dynamo-style coordination over the pure core in `isle-ap`.
+//! Every coordination decision — where a write goes, which replicas or fallbacks are asked,
+//! when the level is met, which replicas read repair brings up to date — is made by
+//! [`isle_ap::coord`]; this shell sends what a round lists and feeds it answers and deadlines.
 //!
 //! - **Placement**: a [`Ring`] rebuilt from the membership; a key's preference list is the N
 //!   replicas of its partition.
@@ -26,12 +29,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use isle_ap::level::{TallyState, Target as TallyTarget};
+use isle_ap::coord::{
+    Placement, ReadRound, Round, Route, Step, WriteRound, forward_failed, route_write,
+};
 use isle_ap::merkle::storage_key;
 use isle_ap::ring::RingMember;
 use isle_ap::{
-    ApError, BucketInfo, Hlc, Level, Object, Op, ReadOptions, ReadReply, Replicas, Ring, Rule,
-    Tally, WriteOptions, WriteReply, key_hash,
+    ApError, BucketInfo, Hlc, Object, Op, ReadOptions, ReadReply, Ring, Rule, WriteOptions,
+    WriteReply, key_hash,
 };
 use isle_env::Clock;
 use isle_storage::{ApStore, RedbStore};
@@ -342,6 +347,11 @@ impl Ap {
         Arc::clone(&ring.1)
     }
 
+    /// Where the key with this hash lives in a bucket of `n` replicas, as this node sees it now.
+    fn placement(&self, hash: u64, n: u32) -> Placement {
+        Placement::new(&self.ring(), hash, n, self.inner.me, self.reachable())
+    }
+
     fn timeout(&self) -> Duration {
         Duration::from_millis(self.inner.config.request_timeout_ms)
     }
@@ -399,96 +409,17 @@ impl Ap {
         isle_ap::request::validate(bucket, key, 0)?;
         let info = self.bucket(bucket)?;
         let skey = storage_key(bucket, key);
-        let ring = self.ring();
-        let partition = ring.partition_of(key_hash(bucket, key));
-        let preferred = ring.preference(partition, info.n as usize);
-        let with_zones: Vec<(NodeId, String)> = preferred
-            .iter()
-            .map(|&n| (n, ring.zone_of(n).to_string()))
-            .collect();
-        let mut tally = Tally::new(
-            &options.r,
-            options.strict,
-            &with_zones,
-            ring.zone_of(self.inner.me),
-        )?;
-        let reachable = self.reachable();
-        let mut spare = ring
-            .fallbacks(partition, info.n as usize)
-            .into_iter()
-            .filter(|n| reachable.contains(n));
+        let placement = self.placement(key_hash(bucket, key), info.n);
+        let mut round = ReadRound::new(&placement, &options, info.rule)?;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut fallbacks = 0;
-        for &owner in &preferred {
-            let zone = ring.zone_of(owner).to_string();
-            if reachable.contains(&owner) {
-                tally.add_target(TallyTarget {
-                    node: owner,
-                    zone,
-                    primary: true,
-                });
-                self.spawn_fetch(owner, skey.clone(), None, true, tx.clone());
-            } else if !options.strict
-                && let Some(fallback) = spare.next()
-            {
-                fallbacks += 1;
-                tally.add_target(TallyTarget {
-                    node: fallback,
-                    zone,
-                    primary: false,
-                });
-                self.spawn_fetch(fallback, skey.clone(), Some(owner), false, tx.clone());
-            } else {
-                tally.add_target(TallyTarget {
-                    node: owner,
-                    zone,
-                    primary: true,
-                });
-                tally.fail(owner);
-            }
+        for ask in round.asks() {
+            self.spawn_fetch(ask.node, skey.clone(), ask.hint_for, tx.clone());
         }
         drop(tx);
-        let mut merged: Option<Object> = None;
-        let mut answers: Vec<(NodeId, bool, Option<u128>)> = Vec::new();
-        let deadline = self.inner.clock.sleep(self.timeout());
-        tokio::pin!(deadline);
-        let mut failure = String::new();
-        while tally.state() == TallyState::Pending {
-            tokio::select! {
-                biased;
-                answer = rx.recv() => match answer {
-                    Some((node, primary, Ok(object))) => {
-                        tally.ack(node);
-                        answers.push((node, primary, object.as_ref().map(Object::digest)));
-                        merge_into(&mut merged, object);
-                    }
-                    Some((node, _, Err(err))) => {
-                        failure = format!("node {node}: {err}");
-                        tally.fail(node);
-                    }
-                    None => break,
-                },
-                () = &mut deadline => break,
-            }
-        }
-        let replicas = outcome(&tally, &options.r, fallbacks, failure, || {
-            format!(
-                "{} of {} replicas reachable",
-                reachable.iter().filter(|n| preferred.contains(n)).count(),
-                preferred.len()
-            )
-        })?;
-        let reply = ReadReply {
-            value: merged
-                .as_ref()
-                .map_or(isle_ap::Value::Absent, Object::value),
-            context: merged.as_ref().map(Object::context).unwrap_or_default(),
-            rule: info.rule,
-            stamp: merged.as_ref().and_then(Object::stamp),
-            replicas,
-        };
+        let reply = self.settle(&mut round, &mut rx).await?;
         // Read repair, off the client's path: wait for the stragglers, then bring every
-        // primary that answered with something else up to the merged state.
+        // primary the round names up to the merged state.
+        let mut repair = round.into_repair();
         let ap = self.clone();
         tokio::spawn(async move {
             let deadline = ap.inner.clock.sleep(ap.timeout());
@@ -497,26 +428,48 @@ impl Ap {
                 tokio::select! {
                     biased;
                     answer = rx.recv() => match answer {
-                        Some((node, primary, Ok(object))) => {
-                            answers.push((node, primary, object.as_ref().map(Object::digest)));
-                            merge_into(&mut merged, object);
-                        }
-                        Some(_) => {}
+                        Some((node, result)) => repair.answer(node, result),
                         None => break,
                     },
                     () = &mut deadline => break,
                 }
             }
-            let Some(merged) = merged else { return };
-            let digest = merged.digest();
-            for (node, primary, held) in answers {
-                if primary && held != Some(digest) {
-                    ap.inner.metrics.read_repairs.inc();
-                    let _ = ap.store_on(node, skey.clone(), merged.clone(), None).await;
-                }
+            let Some((merged, stale)) = repair.finish() else {
+                return;
+            };
+            for node in stale {
+                ap.inner.metrics.read_repairs.inc();
+                let _ = ap.store_on(node, skey.clone(), merged.clone(), None).await;
             }
         });
         Ok(reply)
+    }
+
+    /// Feeds `round` the answers arriving on `answers` until it decides; the request timeout,
+    /// or the end of the answers, decides it too.
+    async fn settle<R: Round>(
+        &self,
+        round: &mut R,
+        answers: &mut mpsc::UnboundedReceiver<(NodeId, ReplicaResult<R::Answer>)>,
+    ) -> Result<R::Reply, ApError> {
+        let deadline = self.inner.clock.sleep(self.timeout());
+        tokio::pin!(deadline);
+        let mut step = round.step();
+        loop {
+            match step {
+                Step::Pending => {}
+                Step::Done(reply) => return Ok(reply),
+                Step::Failed(err) => return Err(err),
+            }
+            step = tokio::select! {
+                biased;
+                answer = answers.recv() => match answer {
+                    Some((node, result)) => round.answer(node, result),
+                    None => round.deadline(),
+                },
+                () = &mut deadline => round.deadline(),
+            };
+        }
     }
 
     fn spawn_fetch(
@@ -524,8 +477,7 @@ impl Ap {
         node: NodeId,
         key: Vec<u8>,
         hint_for: Option<NodeId>,
-        primary: bool,
-        answers: mpsc::UnboundedSender<(NodeId, bool, ReplicaResult<Option<Object>>)>,
+        answers: mpsc::UnboundedSender<(NodeId, ReplicaResult<Option<Object>>)>,
     ) {
         let ap = self.clone();
         tokio::spawn(async move {
@@ -538,7 +490,7 @@ impl Ap {
                     Err(err) => Err(err),
                 }
             };
-            let _ = answers.send((node, primary, result));
+            let _ = answers.send((node, result));
         });
     }
 
@@ -652,58 +604,27 @@ impl Ap {
     ) -> Result<WriteReply, ApError> {
         isle_ap::request::validate(bucket, key, op_size(&op))?;
         let info = self.bucket(bucket)?;
-        let ring = self.ring();
-        let partition = ring.partition_of(key_hash(bucket, key));
-        let preferred = ring.preference(partition, info.n as usize);
-        if preferred.contains(&self.inner.me) {
-            return self.coordinate(bucket, key, op, options).await;
+        let placement = self.placement(key_hash(bucket, key), info.n);
+        let owner = match route_write(&placement, &options)? {
+            Route::Here => return self.coordinate(bucket, key, op, options).await,
+            Route::Forward(owner) => owner,
+        };
+        let level = options.w.clone();
+        let request = ApRequest::Coordinate {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            op,
+            options,
+        };
+        // One forward only: if it fails, the primary may still have applied the write (the
+        // request arrived, the answer was lost). Trying the next primary would apply it a
+        // second time — as a second sibling, or a second increment — so the client gets an
+        // indeterminate answer and decides (found by the simulator, seed 132).
+        match self.call(owner, request).await {
+            Ok(ApReply::Coordinated(result)) => result,
+            Ok(other) => Err(unexpected(&other)),
+            Err(err) => Err(forward_failed(owner, &level, &err)),
         }
-        let reachable = self.reachable();
-        if let Some(&owner) = preferred.iter().find(|n| reachable.contains(n)) {
-            let request = ApRequest::Coordinate {
-                bucket: bucket.to_string(),
-                key: key.to_vec(),
-                op: op.clone(),
-                options: options.clone(),
-            };
-            // One forward only: if it fails, the primary may still have applied the write (the
-            // request arrived, the answer was lost). Trying the next primary would apply it a
-            // second time — as a second sibling, or a second increment — so the client gets an
-            // indeterminate answer and decides (found by the simulator, seed 132).
-            return match self.call(owner, request).await {
-                Ok(ApReply::Coordinated(result)) => result,
-                Ok(other) => Err(unexpected(&other)),
-                Err(err) => Err(ApError::Unavailable {
-                    answered: 0,
-                    asked: 1,
-                    needed: 1,
-                    level: options.w.to_string(),
-                    detail: format!(
-                        "forwarded to primary {owner}, which did not answer ({err}); it may have applied the write"
-                    ),
-                }),
-            };
-        }
-        if options.strict {
-            let needed = isle_ap::Tally::new(
-                &options.w,
-                true,
-                &preferred
-                    .iter()
-                    .map(|&n| (n, ring.zone_of(n).to_string()))
-                    .collect::<Vec<_>>(),
-                ring.zone_of(self.inner.me),
-            )?
-            .needed();
-            return Err(ApError::Unavailable {
-                answered: 0,
-                asked: u32::try_from(preferred.len()).unwrap_or(u32::MAX),
-                needed,
-                level: options.w.to_string(),
-                detail: "no primary replica reachable from this node (strict)".into(),
-            });
-        }
-        self.coordinate(bucket, key, op, options).await
     }
 
     /// Coordinates a write on this node: compute the new state in the writer, then send it to
@@ -719,28 +640,13 @@ impl Ap {
         let info = self.bucket(bucket)?;
         let skey = storage_key(bucket, key);
         let hash = key_hash(bucket, key);
-        let ring = self.ring();
-        let partition = ring.partition_of(hash);
-        let preferred = ring.preference(partition, info.n as usize);
-        let with_zones: Vec<(NodeId, String)> = preferred
-            .iter()
-            .map(|&n| (n, ring.zone_of(n).to_string()))
-            .collect();
-        let mut tally = Tally::new(
-            &options.w,
-            options.strict,
-            &with_zones,
-            ring.zone_of(self.inner.me),
-        )?;
-        let reachable = self.reachable();
+        let mut round = WriteRound::new(&self.placement(hash, info.n), &options)?;
         let me = self.inner.me;
-        let primary = preferred.contains(&me);
-        // A fallback coordinator stands in for the first primary; its copy is a hint for it.
-        let (target, actor, stands_for) = if primary {
-            (Target::Data, self.inner.actor, me)
-        } else {
-            let owner = preferred.first().copied().unwrap_or(me);
-            (Target::Hint(owner), self.fallback_actor(), owner)
+        // A fallback coordinator's copy is a hint for the primary it stands in for, minted
+        // under its fallback actor.
+        let (target, actor) = match round.own().hint_for {
+            None => (Target::Data, self.inner.actor),
+            Some(owner) => (Target::Hint(owner), self.fallback_actor()),
         };
         let (durable_tx, durable) = oneshot::channel();
         let (object, applied) = self
@@ -755,11 +661,6 @@ impl Ap {
                 durable: durable_tx,
             })
             .await?;
-        tally.add_target(TallyTarget {
-            node: me,
-            zone: ring.zone_of(stands_for).to_string(),
-            primary,
-        });
         let (tx, mut rx) = mpsc::unbounded_channel();
         {
             let tx = tx.clone();
@@ -772,35 +673,9 @@ impl Ap {
                 let _ = tx.send((me, result));
             });
         }
-        let mut spare = ring
-            .fallbacks(partition, info.n as usize)
-            .into_iter()
-            .filter(|n| *n != me && reachable.contains(n));
-        let mut fallbacks = u32::from(!primary);
-        for &owner in preferred.iter().filter(|&&n| n != stands_for) {
-            let zone = ring.zone_of(owner).to_string();
-            let (node, hint_for) = if reachable.contains(&owner) {
-                (owner, None)
-            } else if !options.strict
-                && let Some(fallback) = spare.next()
-            {
-                fallbacks += 1;
-                (fallback, Some(owner))
-            } else {
-                tally.add_target(TallyTarget {
-                    node: owner,
-                    zone,
-                    primary: true,
-                });
-                tally.fail(owner);
-                continue;
-            };
-            tally.add_target(TallyTarget {
-                node,
-                zone,
-                primary: hint_for.is_none(),
-            });
+        for ask in round.sends() {
             let ap = self.clone();
+            let (node, hint_for) = (ask.node, ask.hint_for);
             let (key, object, tx) = (skey.clone(), object.clone(), tx.clone());
             tokio::spawn(async move {
                 let result = ap.store_on(node, key, object, hint_for).await;
@@ -808,26 +683,7 @@ impl Ap {
             });
         }
         drop(tx);
-        let deadline = self.inner.clock.sleep(self.timeout());
-        tokio::pin!(deadline);
-        let mut failure = String::new();
-        while tally.state() == TallyState::Pending {
-            tokio::select! {
-                biased;
-                answer = rx.recv() => match answer {
-                    Some((node, Ok(()))) => tally.ack(node),
-                    Some((node, Err(err))) => {
-                        failure = format!("node {node}: {err}");
-                        tally.fail(node);
-                    }
-                    None => break,
-                },
-                () = &mut deadline => break,
-            }
-        }
-        let replicas = outcome(&tally, &options.w, fallbacks, failure, || {
-            "replicas unreachable or too slow".into()
-        })?;
+        let replicas = self.settle(&mut round, &mut rx).await?;
         Ok(WriteReply {
             value: object.value(),
             context: object.context(),
@@ -925,50 +781,10 @@ pub struct ApStatus {
     pub replicas_in_sync: bool,
 }
 
-/// Who took part in a request, or `Unavailable` if its level was not met (`failure`: the last
-/// replica error seen, else `otherwise()`).
-fn outcome(
-    tally: &Tally,
-    level: &Level,
-    fallbacks: u32,
-    failure: String,
-    otherwise: impl FnOnce() -> String,
-) -> Result<Replicas, ApError> {
-    let replicas = Replicas {
-        answered: tally.acked(),
-        asked: tally.asked(),
-        needed: tally.needed(),
-        level: level.to_string(),
-        fallbacks,
-    };
-    if tally.state() == TallyState::Met {
-        return Ok(replicas);
-    }
-    Err(ApError::Unavailable {
-        answered: replicas.answered,
-        asked: replicas.asked,
-        needed: replicas.needed,
-        level: replicas.level,
-        detail: if failure.is_empty() {
-            otherwise()
-        } else {
-            failure
-        },
-    })
-}
-
 /// The actor id of writes a node coordinates as a primary in its `incarnation`-th run: the
 /// node id in the low 32 bits, the incarnation above, bit 62 set (bit 63 marks fallbacks).
 fn primary_actor(me: NodeId, incarnation: u64) -> NodeId {
     NodeId((1 << 62) | ((incarnation & 0x3fff_ffff) << 32) | (me.0 & 0xffff_ffff))
-}
-
-fn merge_into(merged: &mut Option<Object>, object: Option<Object>) {
-    match (merged.as_mut(), object) {
-        (Some(merged), Some(object)) => merged.merge(&object),
-        (None, Some(object)) => *merged = Some(object),
-        (_, None) => {}
-    }
 }
 
 fn unexpected(reply: &ApReply) -> ApError {
