@@ -136,6 +136,9 @@ pub enum ApplyError {
     /// A map field holds text that is not an integer.
     #[error("hash value is not an integer")]
     NotAnInteger,
+    /// The increment would take the value past the 64-bit range (Redis refuses it too).
+    #[error("increment or decrement would overflow")]
+    Overflow,
     /// Too many idempotent increments on one counter.
     #[error(
         "counter already remembers {MAX_KEYED_INCREMENTS} request ids; increment without a request id"
@@ -166,12 +169,17 @@ impl Counter {
         by: i64,
         request_id: Option<&str>,
     ) -> Result<bool, ApplyError> {
+        let applied_before = request_id.is_some_and(|id| self.keyed.contains_key(id));
+        // Refused, not clamped: an acknowledged increment must be in the value.
+        if !applied_before && self.value().checked_add(by).is_none() {
+            return Err(ApplyError::Overflow);
+        }
         match request_id {
             None => {
                 self.pn.add(actor, by);
                 Ok(true)
             }
-            Some(id) if self.keyed.contains_key(id) => Ok(false),
+            Some(_) if applied_before => Ok(false),
             Some(_) if self.keyed.len() >= MAX_KEYED_INCREMENTS => {
                 Err(ApplyError::TooManyRequestIds)
             }
@@ -251,11 +259,24 @@ impl Field {
     }
 
     fn incr(&mut self, actor: NodeId, by: i64, request_id: Option<&str>) -> Result<(), ApplyError> {
-        if let Some(FieldValue::Text(text)) = self.value() {
-            let base: i64 = std::str::from_utf8(&text)
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .ok_or(ApplyError::NotAnInteger)?;
+        let base = match self.value() {
+            Some(FieldValue::Text(text)) => Some(
+                std::str::from_utf8(&text)
+                    .ok()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .ok_or(ApplyError::NotAnInteger)?,
+            ),
+            _ => None,
+        };
+        // Checked before anything changes, so a refused increment leaves the field as it was.
+        if base
+            .unwrap_or_else(|| self.count.value())
+            .checked_add(by)
+            .is_none()
+        {
+            return Err(ApplyError::Overflow);
+        }
+        if let Some(base) = base {
             self.text.clear();
             self.count.reset(actor);
             self.count.add(actor, base, None)?;
@@ -665,6 +686,45 @@ mod tests {
                 ("milk".into(), FieldValue::Int(2)),
             ]
         );
+    }
+
+    #[test]
+    fn an_increment_past_the_64_bit_range_is_refused_and_changes_nothing() {
+        let incr = |by: i64, id: Option<&str>| Op::Incr {
+            by,
+            request_id: id.map(String::from),
+        };
+        let mut counter = Object::empty_for(&incr(0, None), Rule::Siblings);
+        apply(&mut counter, incr(i64::MAX, None), 1, 1);
+        let before = counter.clone();
+        for op in [incr(1, None), incr(1, Some("r"))] {
+            assert_eq!(
+                counter.apply(&op, NodeId(1), stamp(3, 1)),
+                Err(ApplyError::Overflow)
+            );
+            assert_eq!(counter, before);
+        }
+        apply(&mut counter, incr(i64::MIN, None), 1, 2);
+        assert_eq!(counter.value(), Value::Counter(-1));
+        assert_eq!(
+            counter.apply(&incr(i64::MIN, None), NodeId(1), stamp(3, 1)),
+            Err(ApplyError::Overflow)
+        );
+
+        let field = |by: i64| Op::MapUpdate {
+            set: vec![],
+            incr: vec![(b"f".to_vec(), by)],
+            remove: vec![],
+            request_id: None,
+        };
+        let mut map = Object::empty_for(&field(0), Rule::Siblings);
+        apply(&mut map, field(i64::MAX), 1, 1);
+        let before = map.clone();
+        assert_eq!(
+            map.apply(&field(1), NodeId(1), stamp(3, 1)),
+            Err(ApplyError::Overflow)
+        );
+        assert_eq!(map.value(), before.value());
     }
 
     #[test]

@@ -38,8 +38,8 @@
 //! 503 `Unavailable` (too few replicas answered: `answered`, `asked`, `needed`, `level`,
 //! `detail`; a write may still have been stored where it was acknowledged), 400 `BadRequest`
 //! (malformed JSON, query, level, context or limits) and `Level` (`reason`: `MoreThanN` or
-//! `NoLocalReplica`), 409 `WrongType` (`held`, `wanted`, `op`), 422 `NotAnInteger` and
-//! `TooManyRequestIds`, 500 `Internal`.
+//! `NoLocalReplica`), 409 `WrongType` (`held`, `wanted`, `op`), 422 `NotAnInteger`,
+//! `Overflow` and `TooManyRequestIds`, 500 `Internal`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -211,6 +211,13 @@ impl From<ApError> for Failure {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &err,
                 "NotAnInteger",
+                None,
+                Vec::new(),
+            ),
+            ApError::Apply(ApplyError::Overflow) => failure(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &err,
+                "Overflow",
                 None,
                 Vec::new(),
             ),

@@ -178,6 +178,17 @@ async fn counters_incr_decr_and_read_back_as_strings() {
         "ERR wrong number of arguments for 'incr' command",
     )
     .await;
+    // Past the 64-bit range Redis refuses, and so does Isle: nothing is clamped.
+    assert_eq!(
+        c.call(&["INCRBY", "big", "9223372036854775807"]).await,
+        int(i64::MAX)
+    );
+    c.error(
+        &["INCRBY", "big", "1"],
+        "ERR increment or decrement would overflow",
+    )
+    .await;
+    assert_eq!(c.call(&["GET", "big"]).await, bulk("9223372036854775807"));
     c.call(&["SET", "s", "10"]).await;
     c.error(&["INCR", "s"], "WRONGTYPE key holds a value, not a counter")
         .await;
